@@ -1,0 +1,259 @@
+"""Typed, frozen run configuration, validated before any training (STYLE: scikit-learn).
+
+One dataclass per concern: the data, the model, the optimisation, the gradient capture
+(``SharingConfig``) and the pure decision rule (``GroupingConfig``, in ``core.grouping``).
+A bad value fails when the config is built, naming the field, the value and the allowed values.
+Pure: no torch import, so analysis/ can rebuild configs from a manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .grouping.config import ConfigError, GroupingConfig, _bad
+
+METHODS: tuple[str, ...] = ("stl", "mtl", "mtl_full", "ss_similarity", "ss_variance", "ss_kmeans")
+PROFILES: tuple[str, ...] = ("quick", "full")
+SIGNALS: tuple[str, ...] = ("first_layer", "all_params")
+MERGE_MODES: tuple[str, ...] = ("average", "best", "first")
+BRANCH_INITS: tuple[str, ...] = ("identical", "independent")
+SKETCH_KINDS: tuple[str, ...] = ("auto", "dense", "countsketch")
+
+
+def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or value < (0 if allow_zero else 1):
+        raise _bad(name, value, "a non-negative integer" if allow_zero else "a positive integer")
+
+
+def _widths(name: str, value: Any) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(v, int) and v >= 1 for v in value):
+        raise _bad(name, value, "a tuple of positive integers, e.g. (64, 32)")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise _bad(name, value, f"one of {list(allowed)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where its files are, and loader options (``noise``, ``samples_per_task``...)."""
+
+    name: str = "synthetic"
+    data_root: str | None = None
+    allow_substitute: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shared trunk, per-task branches (estimator + head).
+
+    ``trunk_hidden`` are the MLP trunk's hidden widths before the representation (vector data);
+    ``conv_channels`` the CNN trunk's channels (image data); both end in a representation of
+    ``representation_dim`` units. ``estimator_hidden`` are the estimator's layer widths: its first
+    weight matrix, ``(estimator_hidden[0], representation_dim)``, is the default gradient signal.
+    ``branch_init="identical"`` clones one initial estimator and head to every task, which is
+    what makes the tasks' gradients comparable (DESIGN section 3).
+    """
+
+    trunk_hidden: tuple[int, ...] = ()
+    conv_channels: tuple[int, ...] = (16, 32)
+    representation_dim: int = 64
+    estimator_hidden: tuple[int, ...] = (32, 32)
+    branch_init: str = "identical"
+
+    def __post_init__(self) -> None:
+        _widths("trunk_hidden", self.trunk_hidden) if self.trunk_hidden else None
+        _widths("conv_channels", self.conv_channels)
+        _widths("estimator_hidden", self.estimator_hidden)
+        if not self.estimator_hidden:
+            raise _bad("estimator_hidden", self.estimator_hidden, "at least one layer width")
+        _positive_int("representation_dim", self.representation_dim)
+        _choice("branch_init", self.branch_init, BRANCH_INITS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation. ``batch_size=None`` means full batch. Adam."""
+
+    steps: int = 300
+    batch_size: int | None = None
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    rank_mse_weight: float = 0.5
+    eval_batch_size: int = 1024
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive_int("steps", self.steps)
+        if self.batch_size is not None:
+            _positive_int("batch_size", self.batch_size)
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 10):
+            raise _bad("lr", self.lr, "a learning rate in (0, 10)")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise _bad("weight_decay", self.weight_decay, "a non-negative float")
+        if not (isinstance(self.rank_mse_weight, (int, float)) and self.rank_mse_weight >= 0):
+            raise _bad("rank_mse_weight", self.rank_mse_weight, "a non-negative float")
+        _positive_int("eval_batch_size", self.eval_batch_size)
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+
+
+@dataclass(frozen=True)
+class SharingConfig:
+    """Gradient capture and when grouping events happen (DESIGN section 3, steps 2-4, 8).
+
+    ``warmup_steps``: the first event fires after this many steps. ``regroup_every``: further
+    events every so many steps after it (0: a single event). ``window_bins``/``sketch_dim``:
+    the trajectory bins stored with each event. ``merge``: how a group's estimator starts.
+    """
+
+    signal: str = "first_layer"
+    warmup_steps: int = 50
+    regroup_every: int = 0
+    max_events: int | None = None
+    window_bins: int = 32
+    sketch_dim: int = 256
+    sketch_kind: str = "auto"
+    merge: str = "average"
+
+    def __post_init__(self) -> None:
+        _choice("signal", self.signal, SIGNALS)
+        _positive_int("warmup_steps", self.warmup_steps)
+        _positive_int("regroup_every", self.regroup_every, allow_zero=True)
+        if self.max_events is not None:
+            _positive_int("max_events", self.max_events)
+        _positive_int("window_bins", self.window_bins)
+        _positive_int("sketch_dim", self.sketch_dim)
+        _choice("sketch_kind", self.sketch_kind, SKETCH_KINDS)
+        _choice("merge", self.merge, MERGE_MODES)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+            "sharing": SharingConfig, "grouping": GroupingConfig}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs. Build it with :func:`make_config` (profile defaults + overrides)."""
+
+    method: str = "ss_similarity"
+    seed: int = 0
+    profile: str = "quick"
+    out: str = "runs/run"
+    probe_size: int = 128
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sharing: SharingConfig = field(default_factory=SharingConfig)
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+
+    def __post_init__(self) -> None:
+        _choice("method", self.method, METHODS)
+        _choice("profile", self.profile, PROFILES)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise _bad("seed", self.seed, "a non-negative integer")
+        _positive_int("probe_size", self.probe_size)
+        sh = self.sharing
+        if sh.regroup_every == 0 and sh.max_events not in (None, 1):
+            raise _bad("max_events", sh.max_events, "None or 1 when regroup_every=0")
+        if self.is_selective and sh.warmup_steps >= self.train.steps:
+            raise _bad("warmup_steps", sh.warmup_steps,
+                       f"smaller than train.steps={self.train.steps}, or no event ever fires")
+
+    @property
+    def is_selective(self) -> bool:
+        return self.method.startswith("ss_")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(text: str) -> Any:
+    """``--set`` values: JSON when it parses (numbers, null, true, lists), else the string."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            raise _bad("--set section", section, f"one of {sorted(SECTIONS)}")
+        return section, name
+    top = {f.name for f in fields(RunConfig)} - set(SECTIONS)
+    if key in top:
+        return "", key
+    owners = [s for s, cls in SECTIONS.items() if key in {f.name for f in fields(cls)}]
+    if len(owners) == 1:
+        return owners[0], key
+    if key not in {"name"} and not owners:
+        # Unknown plain keys are dataset options (e.g. noise, samples_per_task).
+        return "data.options", key
+    raise _bad("--set key", key, f"qualified with its section, one of {owners}")
+
+
+def make_config(dataset: str = "synthetic", method: str = "ss_similarity", seed: int = 0,
+                profile: str = "quick", overrides: dict[str, Any] | None = None,
+                out: str | None = None) -> RunConfig:
+    """Build and validate a :class:`RunConfig`: the dataset's profile defaults, then overrides.
+
+    Parameters
+    ----------
+    overrides : dict
+        ``{"distance": "cosine", "train.steps": 100, "noise": 0.5, ...}``. A plain key is looked
+        up in every section and must be unique; keys no section knows are dataset options.
+        Values may be strings (parsed as JSON where possible, as ``--set`` gives them).
+    """
+    from .profiles import profile_defaults
+
+    _choice("profile", profile, PROFILES)
+    _choice("method", method, METHODS)
+    sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for section, values in profile_defaults(dataset, profile).items():
+        sections[section].update(values)
+    sections["data"]["name"] = dataset
+    options = dict(sections["data"].pop("options", {}))
+    top: dict[str, Any] = {"method": method, "seed": seed, "profile": profile}
+    if method.startswith("ss_"):
+        sections["grouping"]["strategy"] = method[3:]
+    for key, raw in (overrides or {}).items():
+        value = _coerce(raw) if isinstance(raw, str) else raw
+        section, name = _split_key(key)
+        if section == "":
+            top[name] = value
+        elif section == "data.options":
+            options[name] = value
+        else:
+            known = {f.name for f in fields(SECTIONS[section])}
+            if name not in known:
+                raise _bad(f"--set {key}", value, f"a key among {section}.{sorted(known)}")
+            sections[section][name] = value
+    top["out"] = out or top.get("out") or f"runs/{dataset}/{method}/seed{seed}"
+    built = {s: SECTIONS[s](**kw) for s, kw in sections.items() if s != "data"}
+    built["data"] = DataConfig(**sections["data"], options=options)
+    return RunConfig(**top, **built)
+
+
+def config_from_dict(d: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from :meth:`RunConfig.to_dict` (e.g. a manifest's ``config``)."""
+    kw = {k: v for k, v in d.items() if k not in SECTIONS}
+    for section, cls in SECTIONS.items():
+        values = dict(d.get(section, {}))
+        for f in fields(cls):
+            if isinstance(values.get(f.name), list):
+                values[f.name] = tuple(values[f.name])
+        kw[section] = cls(**values)
+    return RunConfig(**kw)
+
+
+__all__ = ["ConfigError", "DataConfig", "GroupingConfig", "ModelConfig", "RunConfig",
+           "SharingConfig", "TrainConfig", "METHODS", "make_config", "config_from_dict"]

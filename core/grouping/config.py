@@ -1,0 +1,95 @@
+"""Configuration of the pure grouping pipeline (DESIGN section 3, steps 5-7).
+
+Pure: imports numpy only. Validation happens in ``__post_init__`` so a bad value fails when the
+config is built, seconds before any training, with the field, the value and the allowed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message names the field, the value and the fix."""
+
+
+def _bad(field: str, value: object, allowed: str) -> ConfigError:
+    return ConfigError(f"invalid {field}={value!r}: {field} must be {allowed}")
+
+
+@dataclass(frozen=True)
+class GroupingConfig:
+    """How a grouping event turns summed gradients into a partition.
+
+    Attributes
+    ----------
+    strategy : str
+        Name in ``STRATEGIES``: ``"similarity"`` (default), ``"variance"``, ``"kmeans"`` or a
+        user-registered one.
+    distance : str
+        Name in ``DISTANCES`` (``"cosine"``, ``"subspace"``, user-registered) or ``"auto"``:
+        compute every name in ``auto_candidates`` and use the one whose silhouette-best
+        average-linkage cut scores higher.
+    auto_candidates : tuple of str
+        Distances compared by ``distance="auto"``.
+    rank : int
+        Number of gradient factors kept per entity (r of the subspace distance), >= 1.
+    threshold : float or None
+        ``similarity``: cut the average-linkage tree at this absolute distance instead of the
+        silhouette-best cut. ``variance``: join only pairs farther apart than this (None: the
+        mean off-diagonal distance). In [0, 2].
+    min_silhouette : float
+        ``similarity`` with the silhouette-best cut merges nothing when the best silhouette is
+        below this, in [-1, 1].
+    max_group_size : int or None
+        No group may hold more tasks than this (None: no limit; ``variance`` then uses 2).
+    min_groups : int
+        Never fewer groups (entities) than this, >= 1.
+    patience : int
+        A merge happens only after its condition held in this many consecutive events, >= 1.
+    kmeans_max_k : int
+        Upper bound of K for the pooled k-means over factors (K chosen by silhouette), >= 2.
+    seed : int
+        Seeds k-means. Everything else is deterministic.
+    """
+
+    strategy: str = "similarity"
+    distance: str = "auto"
+    auto_candidates: tuple[str, ...] = ("cosine", "subspace")
+    rank: int = 4
+    threshold: float | None = None
+    min_silhouette: float = 0.1
+    max_group_size: int | None = None
+    min_groups: int = 1
+    patience: int = 1
+    kmeans_max_k: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from .registry import DISTANCES, STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise _bad("strategy", self.strategy, f"one of {sorted(STRATEGIES)}")
+        allowed = sorted(DISTANCES) + ["auto"]
+        if self.distance not in allowed:
+            raise _bad("distance", self.distance, f"one of {allowed}")
+        for name in self.auto_candidates:
+            if name not in DISTANCES:
+                raise _bad("auto_candidates", self.auto_candidates,
+                           f"a tuple of names from {sorted(DISTANCES)}")
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise _bad("rank", self.rank, "a positive integer (e.g. 4)")
+        if self.threshold is not None and not (0.0 <= float(self.threshold) <= 2.0):
+            raise _bad("threshold", self.threshold, "None or a distance in [0, 2]")
+        if not (-1.0 <= float(self.min_silhouette) <= 1.0):
+            raise _bad("min_silhouette", self.min_silhouette, "in [-1, 1]")
+        if self.max_group_size is not None and (
+            not isinstance(self.max_group_size, int) or self.max_group_size < 1
+        ):
+            raise _bad("max_group_size", self.max_group_size, "None or a positive integer")
+        if not isinstance(self.min_groups, int) or self.min_groups < 1:
+            raise _bad("min_groups", self.min_groups, "a positive integer")
+        if not isinstance(self.patience, int) or self.patience < 1:
+            raise _bad("patience", self.patience, "a positive integer")
+        if not isinstance(self.kmeans_max_k, int) or self.kmeans_max_k < 2:
+            raise _bad("kmeans_max_k", self.kmeans_max_k, "an integer >= 2")

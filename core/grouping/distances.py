@@ -1,0 +1,100 @@
+"""Step 6: built-in distances between entities (registered as ``"cosine"`` and ``"subspace"``).
+
+Both follow the ``DistanceFn`` protocol of :mod:`.registry` and give a degenerate entity
+distance 1.0 to every other entity (neither close nor far: it carries no signal).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import register_distance
+
+
+def finalize_distances(d: np.ndarray, degenerate: np.ndarray, upper: float) -> np.ndarray:
+    """Make ``d`` ``(E, E)`` exactly symmetric, clipped to [0, upper], 1.0 on degenerate rows, 0 on
+    the diagonal.
+
+    Parameters
+    ----------
+    d : (E, E) float
+    degenerate : (E,) bool
+    upper : float
+        Largest value the distance can take (2 for cosine, 1 for subspace).
+
+    Returns
+    -------
+    (E, E) float64
+    """
+    out = np.clip((d + d.T) / 2.0, 0.0, upper)
+    deg = np.asarray(degenerate, dtype=bool)
+    out[deg, :] = 1.0
+    out[:, deg] = 1.0
+    np.fill_diagonal(out, 0.0)
+    return out
+
+
+@register_distance("cosine")
+def cosine(
+    summed: np.ndarray,
+    factors: np.ndarray,
+    singular_values: np.ndarray,
+    degenerate: np.ndarray,
+    config: object,
+) -> np.ndarray:
+    """``1 - cos(S_a, S_b)`` of the flattened summed gradients, in [0, 2].
+
+    Parameters
+    ----------
+    summed : (E, R, C) float64
+    factors, singular_values, config
+        Unused (protocol arguments).
+    degenerate : (E,) bool
+
+    Returns
+    -------
+    (E, E) float64
+        Tasks that want the same change of the estimator (same direction, any scale) are close.
+    """
+    x = np.asarray(summed, dtype=np.float64).reshape(len(summed), -1)
+    norms = np.linalg.norm(x, axis=1)
+    deg = np.asarray(degenerate, dtype=bool) | ~(norms > 0)
+    unit = x / np.where(deg, 1.0, norms)[:, None]
+    return finalize_distances(1.0 - unit @ unit.T, deg, 2.0)
+
+
+@register_distance("subspace")
+def subspace(
+    summed: np.ndarray,
+    factors: np.ndarray,
+    singular_values: np.ndarray,
+    degenerate: np.ndarray,
+    config: object,
+) -> np.ndarray:
+    """``1 - ||V_a V_b^T||_F^2 / r_eff``: one minus the mean squared cosine of the principal angles.
+
+    Parameters
+    ----------
+    summed, config
+        Unused (protocol arguments).
+    factors : (E, r, C) float64
+        Orthonormal (or zero) rows.
+    singular_values : (E, r) float64
+        A factor counts when its singular value is > 0.
+    degenerate : (E,) bool
+
+    Returns
+    -------
+    (E, E) float64 in [0, 1]
+        ``r_eff = min(nonzero factors of a, of b)``: an entity of lower rank whose factors lie
+        inside another's span is at distance 0 from it. Tasks that read the same part of the
+        shared representation are close, even when they compute different functions of it.
+    """
+    n_ent, rank, cols = factors.shape
+    flat = np.asarray(factors, dtype=np.float64).reshape(n_ent * rank, cols)
+    overlap = (flat @ flat.T).reshape(n_ent, rank, n_ent, rank)
+    captured = np.einsum("aibj,aibj->ab", overlap, overlap)
+    nnz = (np.asarray(singular_values) > 0).sum(axis=1)
+    r_eff = np.minimum.outer(nnz, nnz)
+    deg = np.asarray(degenerate, dtype=bool) | (nnz == 0)
+    return finalize_distances(1.0 - captured / np.maximum(r_eff, 1), deg, 1.0)

@@ -1,0 +1,198 @@
+"""One grouping event (DESIGN section 3, steps 5-7), from the summed window to the new partition.
+
+``factorize -> distances -> silhouette-best cut per distance -> choice -> pooled k-means ->
+strategy -> guards -> hysteresis -> new assignment``. Pure and deterministic: the same inputs give
+bit-identical outputs on the same machine, which is what analysis/ relies on to replay an event
+from the store.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import numpy as np
+from scipy.cluster.hierarchy import linkage
+from scipy.spatial.distance import squareform
+
+from .clustering import pooled_kmeans
+from .config import GroupingConfig
+from .distances import finalize_distances
+from .factorize import factorize
+from .guards import apply_guards
+from .hysteresis import apply_patience, update_streak
+from .partition import canonical, compose
+from .registry import DISTANCES, STRATEGIES
+from .silhouette import best_cut
+from .types import EventResult
+
+
+def _check_inputs(
+    summed: np.ndarray, assignment: np.ndarray, streak: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    if summed.ndim != 3:
+        raise ValueError(f"summed must have shape (entity, row, col), got shape {summed.shape}")
+    n_ent = summed.shape[0]
+    a = np.asarray(assignment)
+    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(
+            f"assignment must be a non-empty 1-D integer array, got {a.dtype} {a.shape}"
+        )
+    counts = np.bincount(a, minlength=n_ent) if a.min() >= 0 else None
+    if counts is None or counts.size != n_ent or not counts.all():
+        raise ValueError(
+            f"assignment must use every entity 0..{n_ent - 1} of summed (shape {summed.shape}) "
+            f"and no other, found values {np.unique(a).tolist()}"
+        )
+    n_tasks = a.size
+    if streak is None:
+        return a.astype(np.int64), np.zeros((n_tasks, n_tasks), dtype=np.int64)
+    s = np.asarray(streak)
+    if s.shape != (n_tasks, n_tasks) or not np.issubdtype(s.dtype, np.integer) or s.min() < 0:
+        raise ValueError(
+            f"streak must be None or a non-negative integer ({n_tasks}, {n_tasks}) array, "
+            f"got {s.dtype} {s.shape}"
+        )
+    return a.astype(np.int64), s.astype(np.int64)
+
+
+def _distance(name: str, args: tuple, degenerate: np.ndarray) -> np.ndarray:
+    """Run a registered distance, check its protocol, force degenerate rows to 1.0."""
+    d = np.asarray(DISTANCES[name](*args), dtype=np.float64)
+    n = degenerate.size
+    problem = None
+    if d.shape != (n, n):
+        problem = f"shape {d.shape}, expected ({n}, {n})"
+    elif not np.all(np.isfinite(d)):
+        problem = "non-finite values"
+    elif not np.allclose(d, d.T, rtol=0, atol=1e-9) or d.min() < -1e-9 or d.max() > 2 + 1e-9:
+        problem = f"an asymmetric matrix or values outside [0, 2] (range [{d.min()}, {d.max()}])"
+    if problem is not None:
+        raise ValueError(
+            f"distance {name!r} returned {problem}; a distance must return a "
+            "symmetric, finite (E, E) matrix with values in [0, 2]"
+        )
+    return finalize_distances(d, degenerate, 2.0)
+
+
+def _best_silhouette(d: np.ndarray, config: GroupingConfig, sizes: np.ndarray) -> float:
+    if d.shape[0] < 3:
+        return -1.0
+    tree = linkage(squareform(d, checks=False), method="average")
+    _, score, _ = best_cut(
+        d, tree, min_groups=config.min_groups, max_group_size=config.max_group_size, sizes=sizes
+    )
+    return score
+
+
+@functools.lru_cache(maxsize=256)
+def _accepts_sizes(fn: object) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "sizes" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _run_strategy(name, d, factors, membership, config, degenerate, sizes):
+    fn = STRATEGIES[name]
+    extra = {"sizes": sizes} if _accepts_sizes(fn) else {}
+    labels, condition, threshold = fn(
+        d, factors, membership, config, degenerate=degenerate, **extra
+    )
+    n = d.shape[0]
+    labels, condition = np.asarray(labels), np.asarray(condition, dtype=np.float64)
+    if labels.shape != (n,) or condition.shape != (n, n):
+        raise ValueError(
+            f"strategy {name!r} returned labels {labels.shape} and condition "
+            f"{condition.shape}; expected ({n},) and ({n}, {n})"
+        )
+    return canonical(labels), condition, float(threshold)
+
+
+def grouping_event(
+    summed: np.ndarray,
+    assignment: np.ndarray,
+    streak: np.ndarray | None,
+    config: GroupingConfig,
+) -> EventResult:
+    """Decide which entities merge, from their summed gradients over the last window.
+
+    Parameters
+    ----------
+    summed : (E, R, C) float
+        Summed gradient signal per entity (float32 from training; computed in float64, stored
+        as given).
+    assignment : (T,) int
+        Entity of each task; uses every entity 0..E-1.
+    streak : (T, T) int or None
+        Hysteresis state from the previous event (None: zeros).
+    config : GroupingConfig
+
+    Returns
+    -------
+    EventResult
+        Inputs, intermediates and outcome. With ``distance="auto"`` the distance whose
+        silhouette-best cut scores higher is chosen (ties: first in ``auto_candidates``). With
+        E == 1 nothing is decided (threshold NaN); with E == 2 no silhouette exists (-1.0) and the
+        strategy's own small-case rule applies (``similarity``: merge only under an explicit
+        threshold).
+    """
+    if not isinstance(config, GroupingConfig):
+        raise TypeError(f"config must be a GroupingConfig, got {type(config).__name__}")
+    stored = np.array(summed, copy=True)  # the caller may reuse its window buffer
+    a, streak_before = _check_inputs(stored, assignment, streak)
+    sizes = np.bincount(a, minlength=stored.shape[0]).astype(np.int64)
+    sv, factors, degenerate = factorize(stored, config.rank)
+    clean = np.where(degenerate[:, None, None], 0.0, stored.astype(np.float64))
+    names = config.auto_candidates if config.distance == "auto" else (config.distance,)
+    args = (clean, factors, sv, degenerate, config)
+    distances = {name: _distance(name, args, degenerate) for name in names}
+    silhouettes = {name: _best_silhouette(d, config, sizes) for name, d in distances.items()}
+    chosen = names[0]
+    for name in names[1:]:
+        if silhouettes[name] > silhouettes[chosen]:
+            chosen = name
+    k, k_labels, membership = pooled_kmeans(
+        factors, sv, max_k=config.kmeans_max_k, seed=config.seed
+    )
+    d = distances[chosen]
+    n_ent = d.shape[0]
+    if n_ent == 1:
+        labels, condition, threshold = np.zeros(1, np.int64), np.zeros((1, 1)), float("nan")
+    else:
+        labels, condition, threshold = _run_strategy(
+            config.strategy, d, factors, membership, config, degenerate, sizes
+        )
+    proposed = apply_guards(
+        labels,
+        d,
+        max_group_size=config.max_group_size,
+        min_groups=config.min_groups,
+        degenerate=degenerate,
+        sizes=sizes,
+    )
+    streak_after = update_streak(streak_before, a, proposed)
+    entity_labels = apply_patience(a, proposed, streak_after, config.patience)
+    assignment_after = canonical(compose(a, entity_labels))
+    first_task = np.unique(a, return_index=True)[1]  # lowest task of each entity
+    return EventResult(
+        summed=stored,
+        assignment_before=a,
+        streak_before=streak_before,
+        singular_values=sv,
+        factors=factors,
+        degenerate=degenerate,
+        distances=distances,
+        silhouettes=silhouettes,
+        chosen_distance=chosen,
+        kmeans_k=k,
+        kmeans_labels=k_labels,
+        membership=membership,
+        proposed=proposed,
+        condition=condition,
+        threshold=threshold,
+        streak_after=streak_after,
+        assignment_after=assignment_after,
+        parent=assignment_after[first_task],
+    )

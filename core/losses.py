@@ -1,0 +1,85 @@
+"""Masked multi-task losses on labelled entries (sample, task).
+
+Every loss is computed on the labelled entries only, then averaged per task, so a task's loss
+and gradient come only from its labelled samples (DESIGN section 3, "Data model").
+``rank`` tasks use a pairwise RankNet loss among the task's labelled items in the batch, plus
+``rank_mse_weight`` times the squared error of the rating, so the score also predicts the rating.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+TYPE_CODES = {"regression": 0, "binary": 1, "multiclass": 2, "rank": 3}
+
+
+def _per_task_mean(values: torch.Tensor, t_idx: torch.Tensor, n_tasks: int) -> torch.Tensor:
+    total = torch.zeros(n_tasks, dtype=values.dtype).index_add(0, t_idx, values)
+    count = torch.zeros(n_tasks, dtype=values.dtype).index_add(0, t_idx, torch.ones_like(values))
+    return total / count.clamp_min(1.0)
+
+
+def pairwise_rank_loss(score: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
+                       n_tasks: int) -> torch.Tensor:
+    """Mean RankNet loss ``softplus(-(s_i - s_j))`` over pairs with ``y_i > y_j`` of one task.
+
+    Items are padded into a (n_tasks, L, L) block, L = the most items any task has in the batch.
+    Returns (n_tasks,) with 0 for tasks without a strictly ordered pair.
+    """
+    order = torch.argsort(t_idx, stable=True)
+    t_sorted = t_idx[order]
+    counts = torch.bincount(t_sorted, minlength=n_tasks)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(t_sorted.numel()) - starts[t_sorted]
+    width = int(counts.max())
+    s = torch.zeros(n_tasks, width, dtype=score.dtype)
+    r = torch.zeros(n_tasks, width, dtype=y.dtype)
+    valid = torch.zeros(n_tasks, width, dtype=torch.bool)
+    s = s.index_put((t_sorted, pos), score[order])
+    r = r.index_put((t_sorted, pos), y[order])
+    valid = valid.index_put((t_sorted, pos), torch.ones_like(pos, dtype=torch.bool))
+    better = (r[:, :, None] > r[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    pair_loss = F.softplus(-(s[:, :, None] - s[:, None, :])) * better
+    n_pairs = better.sum(dim=(1, 2)).clamp_min(1)
+    return pair_loss.sum(dim=(1, 2)) / n_pairs
+
+
+def task_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
+                task_codes: torch.Tensor, n_classes: torch.Tensor, rank_mse_weight: float
+                ) -> torch.Tensor:
+    """Per-task mean loss, shape (n_tasks,); 0 for tasks without labelled entries.
+
+    Parameters
+    ----------
+    pred : (N, O) predictions of the labelled entries.
+    y : (N,) targets (class indices as floats for multiclass).
+    t_idx : (N,) task of each entry.
+    task_codes : (n_tasks,) ``TYPE_CODES`` of each task.
+    n_classes : (n_tasks,) classes of each task (1 for non-multiclass).
+    """
+    n_tasks = task_codes.numel()
+    code = task_codes[t_idx]
+    elem = torch.zeros_like(y)
+    reg = code == TYPE_CODES["regression"]
+    if reg.any():
+        elem = torch.where(reg, (pred[:, 0] - y) ** 2, elem)
+    binary = code == TYPE_CODES["binary"]
+    if binary.any():
+        bce = F.binary_cross_entropy_with_logits(pred[:, 0], y, reduction="none")
+        elem = torch.where(binary, bce, elem)
+    multi = code == TYPE_CODES["multiclass"]
+    if multi.any():
+        cls = torch.arange(pred.shape[1])[None, :] < n_classes[t_idx][:, None]
+        logits = pred.masked_fill(~cls, float("-inf"))
+        target = torch.where(multi, y, torch.zeros_like(y)).long()
+        ce = F.cross_entropy(logits, target, reduction="none")
+        elem = torch.where(multi, ce, elem)
+    rank = code == TYPE_CODES["rank"]
+    if rank.any():
+        elem = torch.where(rank, rank_mse_weight * (pred[:, 0] - y) ** 2, elem)
+    losses = _per_task_mean(elem, t_idx, n_tasks)
+    if rank.any():
+        idx = torch.flatnonzero(rank) if hasattr(torch, "flatnonzero") else rank.nonzero()[:, 0]
+        losses = losses + pairwise_rank_loss(pred[idx, 0], y[idx], t_idx[idx], n_tasks)
+    return losses

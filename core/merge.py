@@ -1,0 +1,70 @@
+"""Merging estimators after a grouping event (DESIGN section 3, step 8).
+
+A merge is a linear map ``M`` (new_entities, old_entities) applied to every estimator tensor:
+``average`` takes the mean of the members (valid because branches start identical), ``best``
+the member with the lowest windowed loss, ``first`` the member with the lowest index. The same
+``M`` is applied to Adam's moment estimates, so the optimizer state stays consistent with the
+weights it belongs to. Heads are kept: tasks of a group differ only in their heads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model import MTLNet
+
+
+def merge_matrix(parent: np.ndarray, mode: str, scores: np.ndarray | None = None) -> torch.Tensor:
+    """The (E_after, E_before) map a merge applies to each estimator tensor.
+
+    Parameters
+    ----------
+    parent : (E_before,) int
+        Entity after the event that each entity before it went into.
+    mode : {"average", "best", "first"}
+    scores : (E_before,) float, optional
+        Windowed loss per entity; required for ``best`` (lower is better, NaN counts as worst).
+    """
+    parent = np.asarray(parent, dtype=np.int64)
+    n_after, n_before = int(parent.max()) + 1, parent.size
+    m = np.zeros((n_after, n_before))
+    for g in range(n_after):
+        members = np.flatnonzero(parent == g)
+        if mode == "average":
+            m[g, members] = 1.0 / members.size
+        elif mode == "first":
+            m[g, members[0]] = 1.0
+        elif mode == "best":
+            if scores is None:
+                raise ValueError("merge mode 'best' needs the windowed loss per entity (scores)")
+            s = np.where(np.isfinite(scores[members]), scores[members], np.inf)
+            m[g, members[int(np.argmin(s))]] = 1.0
+        else:
+            raise ValueError(f"invalid merge={mode!r}: merge must be one of "
+                             "['average', 'best', 'first']")
+    return torch.as_tensor(m, dtype=torch.float32)
+
+
+def _apply(m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return (m @ t.reshape(t.shape[0], -1)).reshape(m.shape[0], *t.shape[1:]).contiguous()
+
+
+@torch.no_grad()
+def merge_estimators(model: MTLNet, optimizer: torch.optim.Optimizer, parent: np.ndarray,
+                     assignment_after: np.ndarray, mode: str,
+                     scores: np.ndarray | None = None) -> None:
+    """Replace the estimator bank by the merged one, in place, with its optimizer state.
+
+    Parameter objects are kept (their data is replaced), so the optimizer's param groups stay
+    valid; per-parameter state tensors of matching leading size are mapped by the same matrix.
+    """
+    m = merge_matrix(parent, mode, scores)
+    for p in model.estimator_params():
+        p.data = _apply(m, p.data)
+        p.grad = None
+        state = optimizer.state.get(p, {})
+        for key, value in list(state.items()):
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == m.shape[1]:
+                state[key] = _apply(m, value)
+    model.assignment.copy_(torch.as_tensor(assignment_after, dtype=torch.long))

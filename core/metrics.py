@@ -1,0 +1,63 @@
+"""Per-task test metrics from predictions of labelled entries (pure numpy).
+
+Regression: ``rmse`` (in the original target units when the dataset gives ``target_scale``) and
+``explained_variance`` in percent, ``100 * (1 - Var(y - y_hat) / Var(y))``.
+Binary / multiclass: ``accuracy``. Rank: ``ndcg`` (NDCG@k over the task's test items, gains
+``2^rating - 1``), ``spearman`` and the rating ``rmse``. Entries a task type has no metric for
+are NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+
+METRIC_NAMES = ("rmse", "explained_variance", "accuracy", "ndcg", "spearman")
+
+
+def ndcg_at_k(y_true: np.ndarray, score: np.ndarray, k: int) -> float:
+    """NDCG@k of one list: items ranked by ``score``, gains ``2**y_true - 1`` (y shifted to >= 0)."""
+    rel = y_true - min(0.0, float(y_true.min()))
+    k = min(k, rel.size)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    gains = 2.0 ** rel - 1.0
+    dcg = float(np.sum(gains[np.argsort(-score, kind="stable")][:k] * disc))
+    ideal = float(np.sum(np.sort(gains)[::-1][:k] * disc))
+    return dcg / ideal if ideal > 0 else float("nan")
+
+
+def task_metrics(pred: np.ndarray, y: np.ndarray, t_idx: np.ndarray, task_types: list[str],
+                 n_classes: list[int], *, target_scale: float | np.ndarray = 1.0,
+                 ndcg_k: int = 10
+                 ) -> dict[str, np.ndarray]:
+    """Metrics per task, each an array (n_tasks,).
+
+    Parameters
+    ----------
+    pred : (N, O) predictions for the labelled test entries.
+    y : (N,) targets. t_idx : (N,) task of each entry.
+    """
+    n_tasks = len(task_types)
+    scales = np.broadcast_to(np.asarray(target_scale, dtype=float).reshape(-1), (n_tasks,))
+    out = {name: np.full(n_tasks, np.nan) for name in METRIC_NAMES}
+    for t, kind in enumerate(task_types):
+        sel = t_idx == t
+        if not sel.any():
+            continue
+        p, yt, target_scale = pred[sel], y[sel], float(scales[t])
+        if kind in ("regression", "rank"):
+            err = (p[:, 0] - yt) * target_scale
+            out["rmse"][t] = float(np.sqrt(np.mean(err**2)))
+            var = float(np.var(yt * target_scale))
+            if kind == "regression" and var > 0:
+                out["explained_variance"][t] = 100.0 * (1.0 - float(np.var(err)) / var)
+            if kind == "rank":
+                out["ndcg"][t] = ndcg_at_k(yt, p[:, 0], ndcg_k)
+                if yt.size > 1 and np.ptp(yt) > 0 and np.ptp(p[:, 0]) > 0:
+                    out["spearman"][t] = float(spearmanr(yt, p[:, 0]).statistic)
+        elif kind == "binary":
+            out["accuracy"][t] = float(np.mean((p[:, 0] > 0) == (yt > 0.5)))
+        else:
+            logits = p[:, : n_classes[t]]
+            out["accuracy"][t] = float(np.mean(np.argmax(logits, axis=1) == yt.astype(int)))
+    return out

@@ -1,0 +1,183 @@
+"""Run bookkeeping around the training loop: data loading, the manifest, evaluation, the
+activation snapshot and the final metrics. Everything is written through :mod:`core.store`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import store
+from .checkpoint import save_checkpoint
+from .config import RunConfig
+from .metrics import task_metrics
+
+_VERSIONED = ("selective-sharing", "torch", "numpy", "scipy", "scikit-learn", "xarray",
+              "netCDF4")
+
+
+class RunDirError(RuntimeError):
+    """The run directory is in a state that this call cannot continue from."""
+
+
+def initial_assignment(method: str, n_tasks: int) -> np.ndarray:
+    """Entity of each task at the start: one shared estimator for ``mtl_full``, else one each."""
+    if method == "mtl_full":
+        return np.zeros(n_tasks, dtype=np.int64)
+    return np.arange(n_tasks, dtype=np.int64)
+
+
+def load_data(config: RunConfig, data: Any) -> Any:
+    if data is not None:
+        return data.validate()
+    from ..datasets import load_dataset
+
+    d = config.data
+    return load_dataset(d.name, profile=config.profile, seed=config.seed,
+                        data_root=d.data_root, allow_substitute=d.allow_substitute, **d.options)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    manifest = run_dir / "manifest.json"
+    if resume and not manifest.exists():
+        raise RunDirError(f"cannot --resume {run_dir}: it holds no run (no {manifest.name}); "
+                          "run without --resume")
+    if not resume and manifest.exists():
+        status = store.read_manifest(run_dir).get("status")
+        raise RunDirError(f"{run_dir} already holds a run (status {status!r}); pass --resume "
+                          "to continue it, or choose another --out")
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def new_manifest(config: RunConfig, data: Any) -> dict[str, Any]:
+    groups = None if data.groups is None else [int(g) for g in data.groups]
+    return {
+        "status": "running", "method": config.method, "seed": config.seed,
+        "config": config.to_dict(), "dataset": dict(data.provenance),
+        "task_names": data.task_names, "task_types": [t.type for t in data.tasks],
+        "true_groups": groups, "main_metric": data.main_metric,
+        "versions": _versions(), "git_revision": _git_revision(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "events": [], "error": None,
+    }
+
+
+def _entries(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.nonzero(m)
+
+
+@torch.no_grad()
+def predict(model: Any, x: np.ndarray, m: np.ndarray, batch: int) -> tuple[np.ndarray, ...]:
+    """Predictions on every labelled entry of (x, m): (pred (N, O), b_idx (N,), t_idx (N,))."""
+    preds, bs, ts = [], [], []
+    for start in range(0, x.shape[0], batch):
+        mb = torch.as_tensor(m[start:start + batch])
+        b_idx, t_idx = mb.nonzero(as_tuple=True)
+        if b_idx.numel() == 0:
+            continue
+        xb = torch.as_tensor(x[start:start + batch])
+        preds.append(model.forward_entries(xb, b_idx, t_idx).numpy())
+        bs.append(b_idx.numpy() + start)
+        ts.append(t_idx.numpy())
+    return np.concatenate(preds), np.concatenate(bs), np.concatenate(ts)
+
+
+def evaluate(trainer: Any) -> dict[str, np.ndarray]:
+    data, cfg = trainer.data, trainer.cfg
+    pred, b_idx, t_idx = predict(trainer.model, data.x_test, data.m_test,
+                                 cfg.train.eval_batch_size)
+    scale = np.asarray(data.extras.get("task_target_scale",
+                                       data.extras.get("target_scale", 1.0)), dtype=float)
+    return task_metrics(pred, data.y_test[b_idx, t_idx], t_idx, [t.type for t in data.tasks],
+                        [t.n_classes for t in data.tasks], target_scale=scale)
+
+
+def probe_index(data: Any, size: int) -> np.ndarray:
+    if "probe_index" in data.extras:
+        return np.asarray(data.extras["probe_index"], dtype=np.int64)
+    return np.arange(min(size, data.x_test.shape[0]), dtype=np.int64)
+
+
+def saliency(model: Any, x: torch.Tensor, n_tasks: int) -> np.ndarray:
+    """Input-gradient saliency |d output_t / d x|, max over channels: (task, probe, H, W)."""
+    maps = []
+    for t in range(n_tasks):
+        xi = x.clone().requires_grad_(True)
+        b_idx = torch.arange(x.shape[0])
+        out = model.forward_entries(xi, b_idx, torch.full_like(b_idx, t))
+        out.max(dim=1).values.sum().backward()
+        maps.append(xi.grad.abs().amax(dim=1))
+    return torch.stack(maps).numpy().astype(np.float32)
+
+
+def write_activations(trainer: Any, name: str) -> None:
+    """Snapshot of the shared representation (and estimator outputs, saliency) on the probes."""
+    data, model = trainer.data, trainer.model
+    idx = probe_index(data, trainer.cfg.probe_size)
+    x = torch.as_tensor(data.x_test[idx])
+    with torch.no_grad():
+        rep = model.representation(x)
+        est = model.entity_outputs(x)
+    image = data.input_kind == "image"
+    obj = data.extras.get("object_masks_test")
+    ds = store.encode_activations(
+        name=name, step=trainer.step, task_names=data.task_names, probe_index=idx,
+        representation=rep.reshape(rep.shape[0], -1).numpy().astype(np.float32),
+        labels=data.y_test[idx].astype(np.float32), label_mask=data.m_test[idx].astype(bool),
+        assignment=trainer.assignment, estimator_output=est.numpy().astype(np.float32),
+        saliency=saliency(model, x, trainer.n_tasks) if image else None,
+        region_masks=data.extras.get("region_masks") if image else None,
+        task_region=data.extras.get("task_region") if image else None,
+        object_masks=None if obj is None or not image else np.asarray(obj)[idx].astype(bool),
+        method=trainer.cfg.method)
+    store.write_activations(trainer.paths.run_dir, ds)
+
+
+def adjusted_rand(groups: Any, assignment: np.ndarray) -> float | None:
+    if groups is None:
+        return None
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(np.asarray(groups), assignment))
+
+
+def finish_run(trainer: Any) -> None:
+    data, cfg = trainer.data, trainer.cfg
+    n_params, n_est = trainer.model.count_parameters()
+    ds = store.encode_metrics(
+        task_names=data.task_names, task_metrics=evaluate(trainer),
+        main_metric=data.main_metric, n_parameters=n_params, n_parameters_estimators=n_est,
+        n_groups=int(trainer.assignment.max()) + 1, assignment=trainer.assignment,
+        wall_time_s=float(trainer.counters["wall_time_s"]),
+        backward_passes=int(trainer.counters["backward_passes"]),
+        forward_passes=int(trainer.counters["forward_passes"]), steps=trainer.step,
+        adjusted_rand_index=adjusted_rand(data.groups, trainer.assignment),
+        variant=str(data.provenance.get("variant", "real")))
+    store.write_metrics(trainer.paths.run_dir, ds)
+    trainer.write_history()
+    save_checkpoint(trainer.paths.checkpoint, trainer.state_dict())
+    store.update_manifest(trainer.paths.run_dir, status="complete")

@@ -1,0 +1,597 @@
+"""The run store's schema (DESIGN section 4) and the pure encode/decode between in-memory
+results and ``xarray.Dataset`` objects; file I/O lives in :mod:`.store`, which re-exports all
+public names here.
+
+The tables below are the single source of truth of what every store file holds: each variable's
+dims, dtype, units and description. Units: ``1`` for dimensionless values (losses, gradients,
+distances, indices), ``count``, ``step`` (optimizer steps), ``s`` (seconds).
+Imports numpy, xarray, json and the pure :mod:`.grouping.types` only (never torch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .grouping.types import EventResult
+
+SCHEMA_VERSION = 1
+"""Stored as the global attribute ``schema_version`` of every file and in ``manifest.json``."""
+
+STATUSES = ("running", "complete", "failed")
+"""Allowed values of ``manifest["status"]``."""
+
+COMPLEVEL = 4
+CHUNK_BYTES = 1 << 20
+"""Arrays larger than this are stored in chunks of at most about this size."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VarSpec:
+    """One variable of a store file: its named dims, dtype, units and description."""
+
+    dims: tuple[str, ...]
+    dtype: np.dtype
+    units: str
+    description: str
+
+
+_SPEC_LINE = re.compile(r"^(\w+) \(([\w, ]*)\) (\w+) \[(.*)\]$")
+
+
+def _table(text: str) -> dict[str, VarSpec]:
+    """Parse ``name (dims) dtype [units]`` lines, each followed by indented description lines."""
+    specs: dict[str, list] = {}
+    name = ""
+    for line in text.strip().splitlines():
+        if line.startswith(" "):
+            specs[name][3].append(line.strip())
+        else:
+            name, dims, dtype, units = _SPEC_LINE.match(line).groups()
+            specs[name] = [tuple(d for d in dims.split(", ") if d), np.dtype(dtype), units, []]
+    return {n: VarSpec(d, t, u, " ".join(desc)) for n, (d, t, u, desc) in specs.items()}
+
+
+EVENT_VARS = _table("""
+summed (entity, row, col) float32 [1]
+    input: the window's summed gradient signal of each entity
+bins (entity, bin, sketch) float32 [1]
+    input: the window's steps summed into consecutive bins, randomly projected to sketch dims
+assignment_before (task) int64 [1]
+    input: entity of each task before the event
+streak_before (task, task_other) int64 [count]
+    input: consecutive events in which each task pair was proposed together (hysteresis)
+singular_values (entity, factor) float64 [1]
+    top-r singular values of each entity's summed gradient (0 where the rank is lower)
+factors (entity, factor, col) float64 [1]
+    top-r right singular vectors (gradient factors) of each entity, sign-canonical
+degenerate (entity) bool [1]
+    entity whose summed gradient is numerically zero (never merged)
+distances (distance, entity, entity_other) float64 [1]
+    distance between entities, one matrix per distance
+silhouettes (distance) float64 [1]
+    silhouette score of the best average-linkage cut per distance (-1: no cut exists)
+kmeans_labels (entity, factor) int64 [1]
+    pooled k-means cluster of each factor (-1: zero singular value)
+membership (entity, cluster) float64 [1]
+    share of each entity's factor weight (sigma^2) per k-means cluster
+proposed (entity) int64 [1]
+    strategy's group of each entity (after guards, before hysteresis)
+condition (entity, entity_other) float64 [1]
+    value the strategy's condition compared for each entity pair
+threshold () float64 [1]
+    cut or threshold the condition was compared with (NaN: none applies)
+streak_after (task, task_other) int64 [count]
+    hysteresis state after the event
+assignment_after (task) int64 [1]
+    entity of each task after the event
+parent (entity) int64 [1]
+    entity after the event that each entity before it went into
+""")
+
+HISTORY_VARS = _table("""
+step (step) int64 [step]
+    optimizer step
+loss (step, task) float32 [1]
+    training loss of the task on the step's mini-batch (NaN where the batch had no labelled
+    sample)
+grad_norm (step, task) float32 [1]
+    L2 norm of the gradient of the task's estimator on the step
+lr (step) float64 [1]
+    learning rate of the step
+assignment (step, task) int64 [1]
+    entity (group) of each task at the step
+""")
+
+METRICS_VARS = _table("""
+n_parameters () int64 [count]
+    trainable parameters of the final model
+n_parameters_estimators () int64 [count]
+    trainable parameters of the final estimators
+n_groups () int64 [count]
+    number of estimators (groups) at the end
+partition (task) int64 [1]
+    final group of each task
+wall_time_s () float64 [s]
+    wall-clock training time
+backward_passes () int64 [count]
+    backward passes run during training
+forward_passes () int64 [count]
+    forward passes run during training
+steps () int64 [step]
+    optimizer steps run
+adjusted_rand_index () float64 [1]
+    adjusted Rand index of the final partition against the true groups
+main () float64 [1]
+    mean over tasks of the main metric (NaN ignored)
+""")
+
+ACTIVATION_VARS = _table("""
+probe (probe) int64 [1]
+    index of the probe sample in the test split
+representation (probe, unit) float32 [1]
+    shared representation h of each probe sample
+labels (probe, task) float32 [1]
+    target of each task on each probe sample
+label_mask (probe, task) bool [1]
+    whether the task is labelled on the probe sample
+assignment (task) int64 [1]
+    entity (group) of each task at the snapshot
+estimator_output (probe, entity, hidden) float32 [1]
+    output of each entity's estimator on each probe sample
+saliency (task, probe, height, width) float32 [1]
+    saliency of the input for each task's output, at reduced resolution
+region_masks (region, height, width) bool [1]
+    input regions a task may need (e.g. image halves)
+task_region (task) int64 [1]
+    region each task needs (-1: none)
+object_masks (probe, height, width) bool [1]
+    pixels covered by the objects of each probe sample
+""")
+
+COORD_DESCRIPTIONS = {
+    "task": "task name",
+    "task_other": "task name (second axis of task-pair matrices)",
+    "distance": "name of the distance between entities",
+}
+EVENT_ATTRS = (
+    "index",
+    "step",
+    "window_start",
+    "sketch_seed",
+    "sketch_kind",
+    "kmeans_k",
+    "n_params_before",
+    "n_params_after",
+    "merge_mode",
+    "grouping_config",
+    "chosen_distance",
+)
+# EventResult fields stored one-to-one as event variables of the same name.
+_EVENT_FIELDS = tuple(n for n in EVENT_VARS if n not in ("bins", "distances", "silhouettes"))
+
+
+class StoreError(Exception):
+    """A store file is missing, truncated, corrupted, of another schema version or inconsistent.
+
+    The message always starts with the file's path; ``path`` and ``problem`` are attributes.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self):  # pickles across processes (Dask workers) despite the 2-arg init
+        return type(self), (self.path, self.problem)
+
+
+def check_version(path: str | os.PathLike, found: object) -> None:
+    """Raise :class:`StoreError` naming ``path`` unless ``found`` is :data:`SCHEMA_VERSION`."""
+    if found is None:
+        raise StoreError(
+            path,
+            "has no schema_version: not a selective_sharing store file "
+            f"(expected schema_version {SCHEMA_VERSION})",
+        )
+    if isinstance(found, np.generic):  # netCDF attributes come back as numpy scalars
+        found = found.item()
+    if found != SCHEMA_VERSION:
+        raise StoreError(
+            path,
+            f"schema_version {found!r} found, expected {SCHEMA_VERSION}: "
+            "written by another version of selective_sharing; read it with that "
+            "version or re-run",
+        )
+
+
+def json_default(obj: object) -> object:
+    """``json.dumps`` fallback for dataclasses (configs), numpy scalars/arrays and paths."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable: {obj!r}")
+
+
+def build_variables(
+    specs: Mapping[str, VarSpec], values: Mapping[str, object], sizes: dict[str, int]
+) -> dict[str, xr.Variable]:
+    """Check ``values`` against ``specs`` and wrap them as attributed variables.
+
+    Dtypes must cast safely to the spec's (int32 -> int64 is fine; float64 -> float32 is
+    refused: it would lose precision). ``sizes`` (dim -> size, from coordinates) is updated in
+    place; a dim must have one size across the file. Raises ValueError naming the variable.
+    """
+    out = {}
+    for name, value in values.items():
+        spec = specs[name]
+        arr = np.asarray(value)
+        if not np.can_cast(arr.dtype, spec.dtype, casting="safe"):
+            raise ValueError(
+                f"{name} must have dtype {spec.dtype} (or one safely castable to "
+                f"it); got {arr.dtype}"
+            )
+        if arr.ndim != len(spec.dims):
+            raise ValueError(f"{name} must have dims {spec.dims}; got shape {arr.shape}")
+        for dim, n in zip(spec.dims, arr.shape):
+            if sizes.setdefault(dim, n) != n:
+                raise ValueError(
+                    f"{name} has {dim}={n} (shape {arr.shape}, dims {spec.dims}) "
+                    f"but {dim}={sizes[dim]} elsewhere in the file"
+                )
+        attrs = {"description": spec.description, "units": spec.units}
+        out[name] = xr.Variable(spec.dims, arr.astype(spec.dtype, copy=True), attrs)
+    return out
+
+
+def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Chunk shape of at most about ``CHUNK_BYTES``, splitting leading dims first."""
+    chunks = list(shape)
+    for i in range(len(chunks)):
+        if math.prod(chunks) * itemsize <= CHUNK_BYTES:
+            break
+        rest = math.prod(chunks[i + 1 :]) * itemsize
+        chunks[i] = max(1, min(chunks[i], CHUNK_BYTES // max(rest, 1)))
+    return tuple(chunks)
+
+
+def netcdf_encoding(ds: xr.Dataset) -> dict[str, dict]:
+    """Per-variable NetCDF4 encoding: zlib level 4 for arrays, chunks where large, no fill value.
+
+    ``_FillValue=None`` keeps xarray from masking any stored value on read: a NaN, or an
+    integer that happens to equal a default fill value, comes back exactly as written.
+    """
+    encoding = {}
+    for name, var in ds.variables.items():
+        if var.dtype.kind not in "fiub":
+            continue  # strings: netCDF4 variable-length strings, stored as they are
+        enc: dict = {"_FillValue": None}
+        if var.ndim and var.size:
+            enc.update(zlib=True, complevel=COMPLEVEL, shuffle=True)
+            if var.nbytes > CHUNK_BYTES:
+                enc["chunksizes"] = _chunks(var.shape, var.dtype.itemsize)
+        encoding[name] = enc
+    return encoding
+
+
+def _read(ds: xr.Dataset, name: str, spec: VarSpec) -> np.ndarray:
+    return np.array(ds[name].values, dtype=spec.dtype, copy=True)
+
+
+def _as_int(name: str, value: object) -> int:
+    try:
+        return int(np.int64(value.__index__()))  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, OverflowError):
+        raise ValueError(f"{name} must be an integer in the int64 range; got {value!r}") from None
+
+
+def _as_str(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str; got {value!r}")
+    return value
+
+
+def _names_coord(param: str, names: object, dim: str) -> xr.Variable:
+    """String coordinate of unique non-empty names (``param`` names the argument in errors)."""
+    values = list(names)  # type: ignore[call-overload]
+    if not all(isinstance(v, str) and v for v in values) or len(set(values)) != len(values):
+        raise ValueError(f"{param} must be unique non-empty strings; got {values!r}")
+    return xr.Variable(
+        (dim,), np.array(values, dtype=str), {"description": COORD_DESCRIPTIONS[dim]}
+    )
+
+
+def _dataset(kind: str, variables: dict, coords: dict, attrs: dict) -> xr.Dataset:
+    base = {
+        "schema_version": SCHEMA_VERSION,
+        "store_kind": kind,
+        "title": f"selective_sharing run store: {kind}",
+    }
+    return xr.Dataset(variables, coords=coords, attrs=base | attrs)
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def _event_variables(
+    result: EventResult, bins: np.ndarray, task_names: list[str]
+) -> tuple[dict[str, xr.Variable], dict[str, xr.Variable]]:
+    """Variables and coordinates of an event; the distance dicts become one array each."""
+    names = list(result.distances)
+    if sorted(result.silhouettes) != sorted(names):
+        raise ValueError(
+            f"result.silhouettes keys {sorted(result.silhouettes)} must equal "
+            f"result.distances keys {sorted(names)}"
+        )
+    n_e = result.n_entities_before
+    values = {name: getattr(result, name) for name in _EVENT_FIELDS}
+    values["bins"] = bins
+    values["distances"] = np.zeros((0, n_e, n_e))
+    if names:
+        shapes = {n: np.shape(result.distances[n]) for n in names}
+        if set(shapes.values()) != {(n_e, n_e)}:
+            raise ValueError(f"result.distances must all have shape {(n_e, n_e)}; got {shapes}")
+        values["distances"] = np.stack([result.distances[n] for n in names])
+    values["silhouettes"] = np.array([result.silhouettes[n] for n in names], dtype=np.float64)
+    coords = {
+        "task": _names_coord("task_names", task_names, "task"),
+        "task_other": _names_coord("task_names", task_names, "task_other"),
+        "distance": _names_coord("result.distances", names, "distance"),
+    }
+    variables = build_variables(EVENT_VARS, values, {d: v.size for d, v in coords.items()})
+    return variables, coords
+
+
+def encode_event(
+    result: EventResult,
+    *,
+    index: int,
+    step: int,
+    window_start: int,
+    bins: np.ndarray,
+    sketch_seed: int,
+    sketch_kind: str,
+    task_names: list[str],
+    n_params_before: int,
+    n_params_after: int,
+    merge_mode: str,
+    grouping_config: dict,
+) -> xr.Dataset:
+    """Encode one grouping event as a store dataset, exactly inverted by :func:`decode_event`.
+
+    Parameters
+    ----------
+    result : EventResult
+        The event's inputs, intermediates and outcome (E entities, T tasks, r factors).
+    index, step, window_start : int
+        Event number, the step it ran at, and the first step of its window.
+    bins : (E, n_bins, sketch) float32
+        The window's steps summed into bins and projected to ``sketch`` dimensions.
+    sketch_seed, sketch_kind : int, str
+        How the projection is rebuilt.
+    task_names : list of str, (T,)
+    n_params_before, n_params_after : int
+        Parameter counts of the model before and after the merge.
+    merge_mode : str
+        How merged estimators were initialised (``"average"``, ``"best"``, ``"first"``).
+    grouping_config : dict
+        The resolved grouping configuration (stored as a JSON string attribute).
+    """
+    variables, coords = _event_variables(result, bins, task_names)
+    ints = {
+        "index": index,
+        "step": step,
+        "window_start": window_start,
+        "sketch_seed": sketch_seed,
+        "kmeans_k": result.kmeans_k,
+        "n_params_before": n_params_before,
+        "n_params_after": n_params_after,
+    }
+    attrs = {name: _as_int(name, value) for name, value in ints.items()}
+    attrs.update(
+        sketch_kind=_as_str("sketch_kind", sketch_kind),
+        merge_mode=_as_str("merge_mode", merge_mode),
+        chosen_distance=_as_str("result.chosen_distance", result.chosen_distance),
+        grouping_config=json.dumps(grouping_config, sort_keys=True, default=json_default),
+        n_entities_before=result.n_entities_before,
+        n_entities_after=result.n_entities_after,
+    )
+    return _dataset("event", variables, coords, attrs)
+
+
+def decode_event(ds: xr.Dataset) -> tuple[EventResult, dict]:
+    """Invert :func:`encode_event`: ``(EventResult, meta)``.
+
+    ``meta`` holds index, step, window_start, bins, sketch_seed, sketch_kind, task_names,
+    n_params_before, n_params_after, merge_mode and grouping_config (a dict): the keyword
+    arguments of :func:`encode_event`, so ``encode_event(*decode_event(ds)[:1], **meta)``
+    is identical to ``ds``.
+    """
+    source = str(ds.encoding.get("source", "<in-memory dataset>"))
+    check_version(source, ds.attrs.get("schema_version"))
+    missing = sorted((set(EVENT_VARS) - set(ds.variables)) | (set(EVENT_ATTRS) - set(ds.attrs)))
+    if ds.attrs.get("store_kind") != "event" or missing:
+        raise StoreError(
+            source,
+            f"not a complete event dataset (store_kind "
+            f"{ds.attrs.get('store_kind')!r}, missing {missing})",
+        )
+    arr = {name: _read(ds, name, spec) for name, spec in EVENT_VARS.items()}
+    a = ds.attrs
+    names = [str(n) for n in ds["distance"].values]
+    result = EventResult(
+        **{name: arr[name] for name in _EVENT_FIELDS if name != "threshold"},
+        distances={n: arr["distances"][i].copy() for i, n in enumerate(names)},
+        silhouettes={n: float(arr["silhouettes"][i]) for i, n in enumerate(names)},
+        chosen_distance=str(a["chosen_distance"]),
+        kmeans_k=int(a["kmeans_k"]),
+        threshold=float(arr["threshold"]),
+    )
+    meta = {k: int(a[k]) for k in ("index", "step", "window_start")}
+    meta.update(
+        bins=arr["bins"],
+        sketch_seed=int(a["sketch_seed"]),
+        sketch_kind=str(a["sketch_kind"]),
+        task_names=[str(t) for t in ds["task"].values],
+        n_params_before=int(a["n_params_before"]),
+        n_params_after=int(a["n_params_after"]),
+        merge_mode=str(a["merge_mode"]),
+        grouping_config=json.loads(a["grouping_config"]),
+    )
+    return result, meta
+
+
+# ----------------------------------------------------------------------------- other files
+
+
+def encode_history(
+    *,
+    step: np.ndarray,
+    loss: np.ndarray,
+    grad_norm: np.ndarray,
+    lr: np.ndarray,
+    assignment: np.ndarray,
+    task_names: list[str],
+) -> xr.Dataset:
+    """Per-step training history (dims ``step``, ``task``).
+
+    ``step`` (S,) int64, strictly increasing (the ``step`` coordinate); ``loss`` and
+    ``grad_norm`` (S, T) float32; ``lr`` (S,) float64; ``assignment`` (S, T) int64.
+    """
+    coords = {"task": _names_coord("task_names", task_names, "task")}
+    values = {
+        "step": step,
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "lr": lr,
+        "assignment": assignment,
+    }
+    variables = build_variables(HISTORY_VARS, values, {"task": coords["task"].size})
+    coords["step"] = variables.pop("step")
+    if np.any(np.diff(coords["step"].values) <= 0):
+        raise ValueError(f"step must be strictly increasing; got {coords['step'].values}")
+    return _dataset("history", variables, coords, {})
+
+
+def _nanmean(values: np.ndarray) -> float:
+    with warnings.catch_warnings():  # all-NaN gives NaN, which is the answer, not a problem
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmean(values)) if values.size else float("nan")
+
+
+def encode_metrics(
+    *,
+    task_names: list[str],
+    task_metrics: dict[str, np.ndarray],
+    main_metric: str,
+    n_parameters: int,
+    n_parameters_estimators: int,
+    n_groups: int,
+    assignment: np.ndarray,
+    wall_time_s: float,
+    backward_passes: int,
+    forward_passes: int,
+    steps: int,
+    adjusted_rand_index: float | None,
+    variant: str,
+    metric_units: dict[str, str] | None = None,
+) -> xr.Dataset:
+    """Final test metrics of a run.
+
+    ``task_metrics`` maps each metric name to its (T,) values (NaN where undefined); each
+    becomes a float64 variable on ``task`` with attribute ``role="task_metric"`` and units from
+    ``metric_units`` (default ``"1"``). ``assignment`` (T,) is stored as ``partition``;
+    ``main`` is the NaN-ignoring mean over tasks of ``task_metrics[main_metric]``;
+    ``adjusted_rand_index`` is omitted when None.
+    """
+    coords = {"task": _names_coord("task_names", task_names, "task")}
+    if main_metric not in task_metrics:
+        raise ValueError(f"main_metric={main_metric!r} must be one of {sorted(task_metrics)}")
+    specs = dict(METRICS_VARS)
+    for name in task_metrics:
+        if not isinstance(name, str) or not name or "/" in name or name in [*specs, "task"]:
+            raise ValueError(
+                f"task metric name {name!r} must be a non-empty str without '/' (a NetCDF "
+                f"variable name) and not one of {sorted(specs) + ['task']}"
+            )
+        units = (metric_units or {}).get(name, "1")
+        specs[name] = VarSpec(("task",), np.dtype("float64"), units, f"test-set {name} per task")
+    values = dict(
+        task_metrics,
+        n_parameters=n_parameters,
+        partition=assignment,
+        n_parameters_estimators=n_parameters_estimators,
+        n_groups=n_groups,
+        wall_time_s=wall_time_s,
+        backward_passes=backward_passes,
+        forward_passes=forward_passes,
+        steps=steps,
+    )
+    if adjusted_rand_index is not None:
+        values["adjusted_rand_index"] = adjusted_rand_index
+    values["main"] = _nanmean(np.asarray(task_metrics[main_metric], dtype=np.float64))
+    variables = build_variables(specs, values, {"task": coords["task"].size})
+    for name in task_metrics:
+        variables[name].attrs["role"] = "task_metric"
+    attrs = {"main_metric": main_metric, "variant": _as_str("variant", variant)}
+    return _dataset("metrics", variables, coords, attrs)
+
+
+def encode_activations(
+    *,
+    name: str,
+    step: int,
+    task_names: list[str],
+    probe_index: np.ndarray,
+    representation: np.ndarray,
+    labels: np.ndarray,
+    label_mask: np.ndarray,
+    assignment: np.ndarray,
+    estimator_output: np.ndarray | None,
+    saliency: np.ndarray | None,
+    region_masks: np.ndarray | None,
+    task_region: np.ndarray | None,
+    object_masks: np.ndarray | None,
+    method: str,
+) -> xr.Dataset:
+    """A snapshot of the shared representation on a fixed probe set (the Figure 6 study).
+
+    Shapes and dtypes are those of :data:`ACTIVATION_VARS`; ``probe_index`` (probe,) int64
+    becomes the ``probe`` coordinate. Optional arrays given as None are left out. ``name``
+    names the file; ``method`` is the run's training method (e.g. ``"mtl"``).
+    """
+    coords = {"task": _names_coord("task_names", task_names, "task")}
+    given = {
+        "probe": probe_index,
+        "representation": representation,
+        "labels": labels,
+        "label_mask": label_mask,
+        "assignment": assignment,
+        "estimator_output": estimator_output,
+        "saliency": saliency,
+        "region_masks": region_masks,
+        "task_region": task_region,
+        "object_masks": object_masks,
+    }
+    values = {k: v for k, v in given.items() if v is not None}
+    variables = build_variables(ACTIVATION_VARS, values, {"task": coords["task"].size})
+    coords["probe"] = variables.pop("probe")
+    attrs = {
+        "name": _as_str("name", name),
+        "step": _as_int("step", step),
+        "method": _as_str("method", method),
+    }
+    return _dataset("activations", variables, coords, attrs)

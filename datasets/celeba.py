@@ -1,0 +1,177 @@
+"""CelebA: 40 binary face attributes, from a user-provided directory (torchvision layout).
+
+Expected files under ``root`` (or ``root/celeba``, torchvision's own folder)::
+
+    img_align_celeba/000001.jpg ...
+    list_attr_celeba.txt     line 1: image count; line 2: the 40 attribute names;
+                             then "000001.jpg -1  1 ..." (40 values in {-1, 1})
+    list_eval_partition.txt  "000001.jpg 0" (0 train, 1 validation, 2 test)
+
+Train = partition 0, test = partition 2; the validation partition is not used (no model
+selection happens on it here). Images are centre-cropped to a square and downscaled to
+``image_size`` with PIL (imported lazily). Attributes -1/1 become targets 0/1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .base import DatasetError, MTLData, TaskSpec
+from .paths import resolve_data_root, sha256
+from .registry import register_dataset
+from .validation import by_profile, check_int
+
+REQUIRED = ("img_align_celeba", "list_attr_celeba.txt", "list_eval_partition.txt")
+SOURCE = "CelebA (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html), torchvision layout"
+
+
+def read_image(path: Path, size: int):
+    """One image as ``(3, size, size)`` float32 in [0, 1]: centre square crop, then resize."""
+    try:
+        from PIL import Image
+    except ImportError as err:
+        raise DatasetError(
+            f"reading {path} needs Pillow; install it with `pip install pillow`"
+        ) from err
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            side = min(w, h)
+            box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+            # Image.Resampling appeared in Pillow 9.1; the bare constant works everywhere.
+            bilinear = getattr(Image, "Resampling", Image).BILINEAR
+            img = img.crop(box).resize((size, size), bilinear)
+            return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    except FileNotFoundError:
+        raise DatasetError(f"image file {path} not found (listed in the annotations)") from None
+    except OSError as err:
+        raise DatasetError(f"cannot read image file {path}: {err}") from err
+
+
+def resolve_root(option_root, data_root, subdir: str, required, dataset: str) -> Path:
+    """``option_root`` if given, else ``<data root>/<subdir>``; accept a nested ``<subdir>``
+    folder (torchvision's layout); raise naming the missing entries otherwise."""
+    if option_root is not None:
+        base, how = Path(option_root).expanduser(), "given as option root"
+    else:
+        data_dir, _ = resolve_data_root(data_root)
+        base, how = data_dir / subdir, "the data root's subfolder"
+    for candidate in (base, base / subdir):
+        if all((candidate / name).exists() for name in required):
+            return candidate
+    missing = [n for n in required if not (base / n).exists()]
+    raise DatasetError(
+        f"{dataset}: directory {base} ({how}) lacks {missing}. Expected {list(required)}; "
+        f"pass the folder with load_dataset({dataset!r}, root=DIR), or put it at "
+        f"<data root>/{subdir} (data root: --data-root or SELECTIVE_SHARING_DATA)."
+    )
+
+
+def _read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    lines = path.read_text().splitlines()
+    names = lines[1].split()
+    files, rows = [], []
+    for number, line in enumerate(lines[2:], start=3):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != len(names) + 1:
+            raise DatasetError(
+                f"{path}, line {number}: {len(parts) - 1} values, expected {len(names)} "
+                f"(one per attribute named on line 2)"
+            )
+        files.append(parts[0])
+        rows.append([int(v) for v in parts[1:]])
+    values = np.asarray(rows, dtype=np.int64).reshape(-1, len(names))
+    if not np.isin(values, (-1, 1)).all():
+        raise DatasetError(f"{path}: attribute values must be -1 or 1; found {np.unique(values)}")
+    return names, files, (values > 0).astype(np.float32)
+
+
+def _read_partition(path: Path) -> dict[str, int]:
+    return {
+        f: int(p)
+        for f, p in (line.split() for line in path.read_text().splitlines() if line.strip())
+    }
+
+
+@register_dataset("celeba")
+def load_celeba(
+    *,
+    profile: str = "quick",
+    seed: int = 0,
+    data_root=None,
+    allow_substitute: bool = False,
+    root: str | os.PathLike | None = None,
+    image_size: int = 32,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> MTLData:
+    """Load CelebA from a directory.
+
+    Parameters
+    ----------
+    profile : {"quick", "full"}
+        Default subsample: quick at most 2000 train / 500 test images; full all of them
+        (162,770 train images at 32 x 32 take 2 GB as float32).
+    seed : int
+        Seeds the subsample (when there are more images than ``max_train`` / ``max_test``).
+    data_root : optional
+        Used when ``root`` is None: the folder ``<data root>/celeba``.
+    allow_substitute : bool
+        Unused: there is no substitute; a missing directory is an error.
+    root : str or path-like, optional
+        The CelebA folder.
+    image_size : int
+        Output side length in pixels.
+    max_train, max_test : int, optional
+        Cap on the images per split; None takes the profile's default (None under full:
+        no cap).
+    """
+    image_size = check_int("celeba", "image_size", image_size, 4)
+    max_train = by_profile(max_train, profile, 2000, None)
+    max_test = by_profile(max_test, profile, 500, None)
+    folder = resolve_root(root, data_root, "celeba", REQUIRED, "celeba")
+    attr_path = folder / "list_attr_celeba.txt"
+    names, files, targets = _read_attributes(attr_path)
+    partition = _read_partition(folder / "list_eval_partition.txt")
+    rng = np.random.default_rng(seed)
+    splits = []
+    for part, cap, label in ((0, max_train, "max_train"), (2, max_test, "max_test")):
+        idx = np.asarray([i for i, f in enumerate(files) if partition.get(f) == part], dtype=int)
+        if idx.size == 0:
+            raise DatasetError(
+                f"celeba: no image of partition {part} in {folder / 'list_eval_partition.txt'}"
+            )
+        if cap is not None and idx.size > check_int("celeba", label, cap, 1):
+            idx = np.sort(rng.choice(idx, size=cap, replace=False))
+        images = [read_image(folder / "img_align_celeba" / files[i], image_size) for i in idx]
+        splits.append((np.stack(images), targets[idx]))
+    (x_tr, y_tr), (x_te, y_te) = splits
+    data = MTLData(
+        name="celeba",
+        x_train=x_tr,
+        y_train=y_tr,
+        m_train=np.ones(y_tr.shape, dtype=bool),
+        x_test=x_te,
+        y_test=y_te,
+        m_test=np.ones(y_te.shape, dtype=bool),
+        tasks=[TaskSpec(n, "binary") for n in names],
+        groups=None,
+        provenance={
+            "name": "celeba",
+            "variant": "real",
+            "root": str(folder),
+            "attributes_sha256": sha256(attr_path),
+            "seed": seed,
+            "image_size": image_size,
+            "n_train": len(x_tr),
+            "n_test": len(x_te),
+        },
+        main_metric="accuracy",
+    )
+    return data.validate()

@@ -1,0 +1,273 @@
+"""Checks every :class:`~selective_sharing.datasets.base.MTLData` passes before training.
+
+A bad dataset must fail at load time with a message that names the array, the first offending
+entry and the fix, not as a NaN loss an hour into a run. Imports numpy only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .base import TASK_TYPES, VARIANTS, DatasetError, TaskSpec
+
+if TYPE_CHECKING:
+    from .base import MTLData
+
+
+def validate_mtl_data(data: MTLData) -> None:
+    """Raise :class:`DatasetError` if ``data`` is inconsistent.
+
+    Checks, in order: task specs; shapes (inputs ``(n, n_features)`` or ``(n, c, h, w)``,
+    targets and masks ``(n, n_tasks)`` with ``n`` matching the inputs); dtypes (float32 inputs
+    and targets, bool masks); finite inputs and finite targets (labelled or not: masked-out
+    targets must be 0, never NaN, because ``nan * 0`` is still NaN in a masked loss); every task
+    labelled on at least one training sample; binary targets in {0, 1} and multiclass targets
+    integers in ``[0, n_classes)`` where labelled; ``groups`` of shape ``(n_tasks,)``;
+    provenance with ``name`` and ``variant`` in ``VARIANTS``; the optional extras
+    ``region_masks`` / ``task_region``.
+    """
+    where = f"dataset {data.name!r}"
+    _check_tasks(data.tasks, where)
+    n_tasks = len(data.tasks)
+    for split in ("train", "test"):
+        x, y, m = (getattr(data, f"{a}_{split}") for a in "xym")
+        _check_split(x, y, m, split, n_tasks, where)
+    if data.x_train.shape[1:] != data.x_test.shape[1:]:
+        raise DatasetError(
+            f"{where}: x_train has sample shape {data.x_train.shape[1:]} but x_test has "
+            f"{data.x_test.shape[1:]}; train and test inputs must have the same per-sample shape"
+        )
+    for split in ("train", "test"):
+        x, y, m = (getattr(data, f"{a}_{split}") for a in "xym")
+        _check_finite_inputs(x, f"x_{split}", where)
+        _check_targets(y, m, data.tasks, split, where)
+    _check_labelled(data.m_train, data.tasks, where)
+    _check_groups(data.groups, n_tasks, where)
+    _check_provenance(data.provenance, where)
+    _check_extras(data, where)
+
+
+def _check_tasks(tasks: list[TaskSpec], where: str) -> None:
+    if len(tasks) == 0:
+        raise DatasetError(f"{where}: tasks is empty; a dataset needs at least one TaskSpec")
+    names = [getattr(t, "name", None) for t in tasks]
+    for i, t in enumerate(tasks):
+        if not isinstance(t, TaskSpec):
+            raise DatasetError(f"{where}: tasks[{i}] is {type(t).__name__}, expected TaskSpec")
+        if t.type not in TASK_TYPES:
+            raise DatasetError(
+                f"{where}: task {t.name!r} has type={t.type!r}; allowed types: {TASK_TYPES}"
+            )
+        if t.type == "multiclass" and t.n_classes < 2:
+            raise DatasetError(
+                f"{where}: multiclass task {t.name!r} has n_classes={t.n_classes}; "
+                "multiclass needs n_classes >= 2 (use type='binary' for two classes "
+                "coded 0/1, or drop a constant task)"
+            )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DatasetError(f"{where}: task names must be unique; repeated: {duplicates}")
+
+
+def _check_split(x, y, m, split: str, n_tasks: int, where: str) -> None:
+    for arr, label in ((x, f"x_{split}"), (y, f"y_{split}"), (m, f"m_{split}")):
+        if not isinstance(arr, np.ndarray):
+            raise DatasetError(f"{where}: {label} is {type(arr).__name__}, expected numpy.ndarray")
+    if x.ndim not in (2, 4):
+        raise DatasetError(
+            f"{where}: x_{split} has shape {x.shape}; inputs must be (n, n_features) "
+            "or (n, channels, height, width)"
+        )
+    for arr, label in ((y, f"y_{split}"), (m, f"m_{split}")):
+        if arr.shape != (x.shape[0], n_tasks):
+            raise DatasetError(
+                f"{where}: {label} has shape {arr.shape}, expected (n, n_tasks) = "
+                f"({x.shape[0]}, {n_tasks}) to match x_{split} and the {n_tasks} tasks"
+            )
+    for arr, label, dtype in (
+        (x, f"x_{split}", np.float32),
+        (y, f"y_{split}", np.float32),
+        (m, f"m_{split}", np.bool_),
+    ):
+        if arr.dtype != dtype:
+            raise DatasetError(
+                f"{where}: {label} has dtype {arr.dtype}, expected {np.dtype(dtype)}; "
+                f"convert with {label}.astype(numpy.{np.dtype(dtype).name})"
+            )
+
+
+def _first_bad(bad: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+def _check_finite_inputs(x: np.ndarray, label: str, where: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        index = _first_bad(bad)
+        raise DatasetError(
+            f"{where}: {label} contains {x[index]} at row {index[0]}, position {index[1:]}; "
+            "inputs must be finite: impute the value or drop the sample"
+        )
+
+
+def _check_targets(y: np.ndarray, m: np.ndarray, tasks: list[TaskSpec], split: str, where: str):
+    label = f"y_{split}"
+    finite = np.isfinite(y)
+    if not finite[m].all():
+        row, col = _first_bad(~finite & m)
+        raise DatasetError(
+            f"{where}: {label} contains {y[row, col]} at labelled entry (row {row}, task "
+            f"{tasks[col].name!r}, column {col}); fix the value or mark the label missing with "
+            f"m_{split}[{row}, {col}] = False (and set {label}[{row}, {col}] = 0)"
+        )
+    if not finite.all():
+        row, col = _first_bad(~finite)
+        raise DatasetError(
+            f"{where}: {label} contains {y[row, col]} at unlabelled entry (row {row}, task "
+            f"{tasks[col].name!r}, column {col}); masked-out targets must be 0, never NaN/Inf "
+            f"(nan * 0 is nan in a masked loss): set {label}[~m_{split}] = 0"
+        )
+    for col, task in enumerate(tasks):
+        values = y[m[:, col], col]
+        if task.type == "binary":
+            bad = (values != 0) & (values != 1)
+            allowed = "{0, 1}"
+        elif task.type == "multiclass":
+            bad = (values != np.round(values)) | (values < 0) | (values >= task.n_classes)
+            allowed = f"integers in [0, {task.n_classes})"
+        else:
+            continue
+        if bad.any():
+            row = int(np.flatnonzero(m[:, col])[np.argmax(bad)])
+            raise DatasetError(
+                f"{where}: {task.type} task {task.name!r} has target {y[row, col]} in {label} "
+                f"at row {row}, column {col}; {task.type} targets must be {allowed}"
+            )
+
+
+def _check_labelled(m_train: np.ndarray, tasks: list[TaskSpec], where: str) -> None:
+    counts = m_train.sum(axis=0)
+    if (counts == 0).any():
+        col = int(np.argmin(counts))
+        raise DatasetError(
+            f"{where}: task {tasks[col].name!r} (column {col}) has no labelled training "
+            "samples (m_train[:, column] is all False); label at least one training sample "
+            "for it or drop the task"
+        )
+
+
+def _check_groups(groups, n_tasks: int, where: str) -> None:
+    if groups is None:
+        return
+    if not isinstance(groups, np.ndarray) or groups.shape != (n_tasks,):
+        shape = getattr(groups, "shape", type(groups).__name__)
+        raise DatasetError(
+            f"{where}: groups has shape {shape}, expected a numpy array of shape "
+            f"(n_tasks,) = ({n_tasks},), or None when the dataset has no true groups"
+        )
+    if not np.issubdtype(groups.dtype, np.integer) or (groups < 0).any():
+        raise DatasetError(
+            f"{where}: groups must be non-negative integers (dtype {groups.dtype}, "
+            f"values {np.unique(groups)[:10].tolist()})"
+        )
+
+
+def _check_provenance(provenance, where: str) -> None:
+    if not isinstance(provenance, dict) or "name" not in provenance:
+        raise DatasetError(
+            f"{where}: provenance must be a dict with at least 'name' and 'variant'; "
+            f"found {provenance!r}"
+        )
+    variant = provenance.get("variant")
+    if variant not in VARIANTS:
+        raise DatasetError(
+            f"{where}: provenance['variant'] is {variant!r}; allowed: {VARIANTS} "
+            "(real and substitute numbers must never be mixed silently)"
+        )
+
+
+def _check_extras(data: MTLData, where: str) -> None:
+    # Metrics map regression/rank predictions back with one scalar: y * scale + offset.
+    for key in ("target_scale", "target_offset"):
+        value = data.extras.get(key)
+        if value is not None and not (
+            np.ndim(value) == 0 and np.isfinite(value) and (key == "target_offset" or value > 0)
+        ):
+            raise DatasetError(
+                f"{where}: extras[{key!r}] is {value!r}; it must be one finite number "
+                f"({'> 0, ' if key == 'target_scale' else ''}the same for every task)"
+            )
+    regions = data.extras.get("region_masks")
+    task_region = data.extras.get("task_region")
+    if regions is not None:
+        regions = np.asarray(regions)
+        if data.input_kind != "image" or regions.ndim != 3 or regions.dtype != np.bool_:
+            raise DatasetError(
+                f"{where}: extras['region_masks'] must be a bool array (n_regions, height, "
+                f"width) on image data; found dtype {regions.dtype}, shape {regions.shape}"
+            )
+        if regions.shape[1:] != data.x_train.shape[2:]:
+            raise DatasetError(
+                f"{where}: extras['region_masks'] has size {regions.shape[1:]} but images are "
+                f"{data.x_train.shape[2:]}"
+            )
+    if task_region is not None:
+        task_region = np.asarray(task_region)
+        n_regions = regions.shape[0] if regions is not None else None
+        if task_region.shape != (data.n_tasks,) or (
+            n_regions is not None and ((task_region < 0) | (task_region >= n_regions)).any()
+        ):
+            raise DatasetError(
+                f"{where}: extras['task_region'] must have shape (n_tasks,) = "
+                f"({data.n_tasks},) with values in [0, n_regions); found shape "
+                f"{task_region.shape}, values {np.unique(task_region).tolist()}"
+            )
+
+
+# ---- option checks shared by the loaders: fail fast, naming the option, value and allowed set --
+
+
+def check_int(dataset: str, option: str, value, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an int in ``[minimum, maximum]``, else raise DatasetError."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    ok = ok and value >= minimum and (maximum is None or value <= maximum)
+    if not ok:
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise DatasetError(
+            f"dataset {dataset!r}: invalid {option}={value!r}; {option} must be an int "
+            f">= {minimum}{upper}"
+        )
+    return int(value)
+
+
+def check_float(
+    dataset: str, option: str, value, minimum: float, maximum: float | None = None
+) -> float:
+    """Return ``value`` as float if it is a finite number in ``[minimum, maximum]``."""
+    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    ok = ok and np.isfinite(value) and value >= minimum and (maximum is None or value <= maximum)
+    if not ok:
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise DatasetError(
+            f"dataset {dataset!r}: invalid {option}={value!r}; {option} must be a finite "
+            f"number >= {minimum}{upper}"
+        )
+    return float(value)
+
+
+def check_choice(dataset: str, option: str, value, allowed) -> object:
+    """Return ``value`` if it is one of ``allowed``, else raise DatasetError."""
+    if value not in allowed:
+        raise DatasetError(
+            f"dataset {dataset!r}: invalid {option}={value!r}; allowed values: {tuple(allowed)}"
+        )
+    return value
+
+
+def by_profile(value, profile: str, quick, full):
+    """``value`` if given, else the profile's default (options whose default is None)."""
+    if value is not None:
+        return value
+    return quick if profile == "quick" else full

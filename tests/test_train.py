@@ -1,0 +1,130 @@
+"""End-to-end training on small synthetic runs: store contents, determinism, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from selective_sharing.core import make_config, store
+from selective_sharing.core.train import train
+
+SMALL = {"train.steps": 60, "warmup_steps": 20, "regroup_every": 10, "patience": 1,
+         "samples_per_task": 40}
+
+
+def _run(tmp: Path, name: str, method: str = "ss_similarity", seed: int = 0, **extra) -> Path:
+    cfg = make_config("synthetic", method, seed, overrides={**SMALL, **extra},
+                      out=str(tmp / name))
+    return train(cfg, progress=False)
+
+
+def _events(run: Path) -> list[xr.Dataset]:
+    return [store.read_event(p) for p in store.list_events(run)]
+
+
+def test_store_files_are_plain_netcdf_with_named_dims_units_descriptions(tmp_path) -> None:
+    run = _run(tmp_path, "a")
+    files = sorted(run.rglob("*.nc"))
+    names = {p.name for p in files}
+    assert {"history.nc", "metrics.nc", "final.nc", "event_000000.nc"} <= names
+    code = (
+        "import sys, xarray as xr\n"
+        "for p in sys.argv[1:]:\n"
+        "    ds = xr.open_dataset(p)\n"
+        "    assert 'schema_version' in ds.attrs, p\n"
+        "    for v in ds.data_vars.values():\n"
+        "        assert v.attrs.get('units') and v.attrs.get('description'), (p, v.name)\n"
+        "        assert all(not d.startswith('dim_') for d in v.dims), (p, v.name)\n"
+        "print('ok', len(sys.argv) - 1)\n")
+    out = subprocess.run([sys.executable, "-c", code, *map(str, files)], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"ok {len(files)}"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["dataset"]["variant"] == "synthetic"
+    assert manifest["events"] == [p.name for p in store.list_events(run)]
+
+
+def test_metrics_hold_partition_parameters_passes_and_ari(tmp_path) -> None:
+    run = _run(tmp_path, "a")
+    m = store.read_metrics(run)
+    assert int(m["backward_passes"]) == 60
+    assert int(m["n_groups"]) == len(np.unique(m["partition"].values))
+    assert -1.0 <= float(m["adjusted_rand_index"]) <= 1.0
+    events = _events(run)
+    assert int(m["n_parameters"]) == int(events[-1].attrs["n_params_after"])
+    mtl = store.read_metrics(_run(tmp_path, "mtl", method="mtl"))
+    assert int(mtl["n_groups"]) == 30
+    assert int(mtl["n_parameters"]) >= int(m["n_parameters"])
+
+
+def test_same_seed_gives_identical_event_data(tmp_path) -> None:
+    a, b = _events(_run(tmp_path, "a")), _events(_run(tmp_path, "b"))
+    assert len(a) == len(b) >= 2
+    for ea, eb in zip(a, b):
+        xr.testing.assert_identical(ea, eb)
+
+
+class _KillAfterSecondEvent:
+    def on_event(self, trainer, result) -> None:
+        if trainer.n_events == 2:
+            import os
+
+            os._exit(3)  # a crash right after the 2nd event's checkpoint
+
+
+def test_resume_after_kill_gives_identical_events_and_metrics(tmp_path) -> None:
+    full = _run(tmp_path, "full")
+    killed = tmp_path / "killed"
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from test_train import SMALL, _KillAfterSecondEvent\n"
+        "from selective_sharing.core import make_config\n"
+        "from selective_sharing.core.train import train\n"
+        "cfg = make_config('synthetic', 'ss_similarity', 0, overrides=SMALL, out=%r)\n"
+        "train(cfg, progress=False, callbacks=[_KillAfterSecondEvent()])\n"
+    ) % (str(Path(__file__).parent), str(killed))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr
+    assert store.read_manifest(killed)["status"] == "running"
+    assert len(store.list_events(killed)) == 2
+    cmd = [sys.executable, "-m", "selective_sharing.core.train", "--dataset", "synthetic",
+           "--method", "ss_similarity", "--seed", "0", "--out", str(killed), "--resume",
+           "--no-progress"] + [f"--set={k}={v}" for k, v in SMALL.items()]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for ea, eb in zip(_events(full), _events(killed), strict=True):
+        xr.testing.assert_identical(ea, eb)
+    ma, mb = store.read_metrics(full), store.read_metrics(killed)
+    ma, mb = ma.drop_vars("wall_time_s"), mb.drop_vars("wall_time_s")
+    xr.testing.assert_identical(ma, mb)
+    assert store.read_manifest(killed)["status"] == "complete"
+
+
+def test_existing_run_needs_resume_and_missing_run_cannot_resume(tmp_path) -> None:
+    run = _run(tmp_path, "a")
+    cfg = make_config("synthetic", "ss_similarity", 0, overrides=SMALL, out=str(run))
+    with pytest.raises(RuntimeError, match="already holds a run .*--resume"):
+        train(cfg, progress=False)
+    cfg2 = make_config("synthetic", "ss_similarity", 0, overrides=SMALL,
+                       out=str(tmp_path / "none"))
+    with pytest.raises(RuntimeError, match="cannot --resume .* holds no run"):
+        train(cfg2, progress=False, resume=True)
+
+
+@pytest.mark.parametrize("method", ["stl", "mtl", "mtl_full", "ss_variance", "ss_kmeans"])
+def test_every_method_trains_and_records(tmp_path, method) -> None:
+    run = _run(tmp_path, method, method=method)
+    m = store.read_metrics(run)
+    assert np.isfinite(m["rmse"].values).all()
+    n_groups = int(m["n_groups"])
+    assert n_groups == {"mtl_full": 1, "stl": 30, "mtl": 30}.get(method, n_groups)
+    assert (len(store.list_events(run)) > 0) == method.startswith("ss_")
