@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from selective_sharing.datasets import (
     DatasetError,
     arrays,
@@ -158,3 +160,23 @@ def test_from_arrays_missing_type_named():
 def test_from_arrays_docstring_example_runs():
     result = doctest.testmod(arrays, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 12), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_from_arrays_keeps_mask_and_labelled_targets(n, n_tasks, seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n, n_tasks)) < 0.6
+    mask[0] = True  # every task labelled at least once in training
+    y = rng.normal(size=(n, n_tasks))
+    targets = {f"t{j}": y[:, j] for j in range(n_tasks)}
+    data = from_arrays(
+        rng.normal(size=(n, 3)),
+        targets,
+        "regression",
+        mask,
+        test_inputs=np.zeros((1, 3)),
+        test_targets={k: [0.0] for k in targets},
+    )
+    np.testing.assert_array_equal(data.m_train, mask)
+    np.testing.assert_array_equal(data.y_train, np.where(mask, y, 0).astype(np.float32))

@@ -23,9 +23,12 @@ from .silhouette import silhouette_score
 
 
 def _euclidean(points: np.ndarray) -> np.ndarray:
-    sq = np.einsum("ij,ij->i", points, points)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (points @ points.T)
-    d = np.sqrt(np.clip((d2 + d2.T) / 2.0, 0.0, None))
+    """Pairwise distances ``(n, n)`` of unit vectors ``(n, C)``: sqrt(2 - 2 cos)."""
+    d = points @ points.T
+    d *= -2.0
+    d += 2.0
+    np.maximum(d, 0.0, out=d)
+    np.sqrt(d, out=d)
     np.fill_diagonal(d, 0.0)
     return d
 

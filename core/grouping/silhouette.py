@@ -63,10 +63,14 @@ def silhouette_score(distances: np.ndarray, labels: np.ndarray) -> float:
 
 
 class _CutScorer:
-    """Per-cluster distance sums while the merges of a linkage tree are replayed.
+    """Silhouette of the current clusters while the merges of a linkage tree are replayed.
 
-    Active clusters occupy slots 0..k-1 (swap-remove on merge), so each score reads a
-    ``(k, E)`` block. ``sums[s, i]`` = total distance from item i to the members of slot s.
+    Active clusters occupy slots 0..k-1 (swap-remove on merge). ``sums[s, i]`` is the total
+    distance from item i to the members of slot s and ``means = sums / count``. Each item keeps
+    its nearest other cluster (``near``, ``inter``): a merge only raises or keeps an item's mean
+    distance to the merged pair, so only the merged items and the items whose nearest cluster
+    was merged need a fresh minimum; every other item compares with the new cluster only. The
+    values equal a full recomputation exactly.
     """
 
     def __init__(self, d: np.ndarray, sizes: np.ndarray) -> None:
@@ -75,39 +79,53 @@ class _CutScorer:
         self.means = d.copy()
         self.count = np.ones(n)
         self.tasks = sizes.astype(np.int64).copy()
-        self.slot_of_item = np.arange(n)
+        self.own = np.arange(n)  # slot of each item
         self.node_of_slot = np.arange(n)
         self.slot_of_node = {i: i for i in range(n)}
         self.k = n
         self.rows = np.arange(n)
+        self.near = np.zeros(n, dtype=np.int64)
+        self.inter = np.zeros(n)
+        self._refresh(self.rows)
+
+    def _refresh(self, items: np.ndarray) -> None:
+        block = self.means[: self.k, items]  # a copy (fancy index)
+        block[self.own[items], np.arange(items.size)] = np.inf
+        self.near[items] = np.argmin(block, axis=0)
+        self.inter[items] = block[self.near[items], np.arange(items.size)]
+
+    def _move_slot(self, src: int, dst: int) -> None:
+        for arr in (self.sums, self.means, self.count, self.tasks):
+            arr[dst] = arr[src]
+        self.own[self.own == src] = dst
+        self.near[self.near == src] = dst
+        node = int(self.node_of_slot[src])
+        self.node_of_slot[dst] = node
+        self.slot_of_node[node] = dst
 
     def merge(self, node_a: int, node_b: int, new_node: int) -> None:
         lo, hi = sorted((self.slot_of_node.pop(node_a), self.slot_of_node.pop(node_b)))
         self.sums[lo] += self.sums[hi]
         self.count[lo] += self.count[hi]
         self.tasks[lo] += self.tasks[hi]
-        self.slot_of_item[self.slot_of_item == hi] = lo
         self.means[lo] = self.sums[lo] / self.count[lo]
+        stale = (self.own == lo) | (self.own == hi) | (self.near == lo) | (self.near == hi)
+        self.own[self.own == hi] = lo
         last = self.k - 1
-        if hi != last:  # move the last active slot into the freed one
-            for arr in (self.sums, self.means, self.count, self.tasks):
-                arr[hi] = arr[last]
-            self.slot_of_item[self.slot_of_item == last] = hi
-            moved = int(self.node_of_slot[last])
-            self.node_of_slot[hi] = moved
-            self.slot_of_node[moved] = hi
+        if hi != last:
+            self._move_slot(last, hi)
         self.node_of_slot[lo] = new_node
         self.slot_of_node[new_node] = lo
         self.k -= 1
+        closer = ~stale & (self.means[lo] < self.inter)
+        self.near[closer] = lo
+        self.inter[closer] = self.means[lo, closer]
+        self._refresh(np.flatnonzero(stale))
 
     def score(self) -> float:
-        own = self.slot_of_item
-        block = self.means[: self.k]
-        saved = block[own, self.rows].copy()
-        block[own, self.rows] = np.inf
-        inter = block.min(axis=0)
-        block[own, self.rows] = saved
-        return float(np.mean(_sample_scores(self.sums[own, self.rows], inter, self.count[own])))
+        own = self.own
+        scores = _sample_scores(self.sums[own, self.rows], self.inter, self.count[own])
+        return float(np.mean(scores))
 
 
 def labels_after_merges(linkage_matrix: np.ndarray, n_items: int, n_merges: int) -> np.ndarray:
