@@ -15,7 +15,10 @@ from typing import Any
 
 from .grouping.config import ConfigError, GroupingConfig, _bad
 
-METHODS: tuple[str, ...] = ("stl", "mtl", "mtl_full", "ss_similarity", "ss_variance", "ss_kmeans")
+METHODS: tuple[str, ...] = ("stl", "mtl", "mtl_full", "ss_similarity", "ss_variance", "ss_kmeans",
+                             "random_groups", "cosine_groups", "tag", "oracle")
+# Methods that train a fixed partition decided before training starts (DESIGN section 3).
+GROUPED_BASELINES: tuple[str, ...] = ("random_groups", "cosine_groups", "tag", "oracle")
 PROFILES: tuple[str, ...] = ("quick", "full")
 SIGNALS: tuple[str, ...] = ("first_layer", "all_params")
 MERGE_MODES: tuple[str, ...] = ("average", "best", "first")
@@ -134,8 +137,39 @@ class SharingConfig:
         _choice("merge", self.merge, MERGE_MODES)
 
 
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Grouping baselines (``random_groups``, ``cosine_groups``, ``tag``, ``oracle``).
+
+    ``n_groups`` / ``group_sizes`` fix the number and sizes of groups to form; when they are
+    None they are read from ``reference_run`` (a finished Selective Sharing run on the same data:
+    "the same group sizes that the SS run found"). ``affinity_every``: record task affinities
+    every so many steps (TAG's protocol: every 10th). ``affinity_steps``: length of the joint
+    (mtl) training phase that records them (None: ``train.steps``, as in TAG); the grouped model
+    is then trained from scratch for ``train.steps``. ``exhaustive_max_tasks``: ``tag`` picks the
+    best partition by exhaustive search up to this many tasks, else by agglomeration.
+    """
+
+    n_groups: int | None = None
+    group_sizes: tuple[int, ...] | None = None
+    reference_run: str | None = None
+    affinity_every: int = 10
+    affinity_steps: int | None = None
+    exhaustive_max_tasks: int = 10
+
+    def __post_init__(self) -> None:
+        if self.n_groups is not None:
+            _positive_int("n_groups", self.n_groups)
+        if self.group_sizes is not None:
+            _widths("group_sizes", self.group_sizes)
+        _positive_int("affinity_every", self.affinity_every)
+        if self.affinity_steps is not None:
+            _positive_int("affinity_steps", self.affinity_steps)
+        _positive_int("exhaustive_max_tasks", self.exhaustive_max_tasks, allow_zero=True)
+
+
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-            "sharing": SharingConfig, "grouping": GroupingConfig}
+            "sharing": SharingConfig, "grouping": GroupingConfig, "baseline": BaselineConfig}
 
 
 @dataclass(frozen=True)
@@ -152,6 +186,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sharing: SharingConfig = field(default_factory=SharingConfig)
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
@@ -188,6 +223,8 @@ def _split_key(key: str) -> tuple[str, str]:
         section, name = key.split(".", 1)
         if section not in SECTIONS:
             raise _bad("--set section", section, f"one of {sorted(SECTIONS)}")
+        if section == "data" and name not in {f.name for f in fields(DataConfig)}:
+            return "data.options", name  # data.NAME: a loader option, even if a section has NAME
         return section, name
     top = {f.name for f in fields(RunConfig)} - set(SECTIONS)
     if key in top:
@@ -223,6 +260,7 @@ def make_config(dataset: str = "synthetic", method: str = "ss_similarity", seed:
     sections["data"]["name"] = dataset
     options = dict(sections["data"].pop("options", {}))
     top: dict[str, Any] = {"method": method, "seed": seed, "profile": profile}
+    sections["grouping"]["seed"] = seed
     if method.startswith("ss_"):
         sections["grouping"]["strategy"] = method[3:]
     for key, raw in (overrides or {}).items():
@@ -255,5 +293,5 @@ def config_from_dict(d: dict[str, Any]) -> RunConfig:
     return RunConfig(**kw)
 
 
-__all__ = ["ConfigError", "DataConfig", "GroupingConfig", "ModelConfig", "RunConfig",
+__all__ = ["BaselineConfig", "ConfigError", "DataConfig", "GroupingConfig", "ModelConfig", "RunConfig",
            "SharingConfig", "TrainConfig", "METHODS", "make_config", "config_from_dict"]

@@ -44,15 +44,19 @@ def load_data(config: RunConfig, data: Any) -> Any:
                         data_root=d.data_root, allow_substitute=d.allow_substitute, **d.options)
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+def prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
+    """Check the directory suits the call; return the status of the run already there."""
     manifest = run_dir / "manifest.json"
     if resume and not manifest.exists():
         raise RunDirError(f"cannot --resume {run_dir}: it holds no run (no {manifest.name}); "
                           "run without --resume")
-    if not resume and manifest.exists():
-        status = store.read_manifest(run_dir).get("status")
+    if not manifest.exists():
+        return None
+    status = store.read_manifest(run_dir).get("status")
+    if not resume:
         raise RunDirError(f"{run_dir} already holds a run (status {status!r}); pass --resume "
                           "to continue it, or choose another --out")
+    return status
 
 
 def _git_revision() -> str | None:

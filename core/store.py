@@ -38,6 +38,7 @@ from .store_schema import (
     check_version,
     decode_event,
     encode_activations,
+    encode_affinity,
     encode_event,
     encode_history,
     encode_metrics,
@@ -58,6 +59,7 @@ __all__ = [
     "atomic_write_dataset",
     "decode_event",
     "encode_activations",
+    "encode_affinity",
     "encode_event",
     "encode_history",
     "encode_metrics",
@@ -65,12 +67,14 @@ __all__ = [
     "list_events",
     "open_store_dataset",
     "read_activations",
+    "read_affinity",
     "read_event",
     "read_history",
     "read_manifest",
     "read_metrics",
     "update_manifest",
     "write_activations",
+    "write_affinity",
     "write_event",
     "write_history",
     "write_manifest",
@@ -410,3 +414,14 @@ def list_activations(run_dir: str | os.PathLike) -> list[Path]:
 def read_activations(path: str | os.PathLike) -> xr.Dataset:
     """Load one activation snapshot file."""
     return open_store_dataset(path, kind="activations")
+
+
+def write_affinity(run_dir: str | os.PathLike, ds: xr.Dataset) -> Path:
+    """Atomically write ``affinity.nc`` (a grouping baseline's affinity phase)."""
+    _expect(ds, "affinity")
+    return atomic_write_dataset(Path(run_dir) / "affinity.nc", ds)
+
+
+def read_affinity(run_dir: str | os.PathLike) -> xr.Dataset:
+    """Load ``affinity.nc`` of a grouping baseline run."""
+    return open_store_dataset(Path(run_dir) / "affinity.nc", kind="affinity")

@@ -158,6 +158,15 @@ object_masks (probe, height, width) bool [1]
     pixels covered by the objects of each probe sample
 """)
 
+AFFINITY_VARS = _table("""
+affinity (task, task_other) float64 [1]
+    mean task affinity recorded during the joint training phase of a grouping baseline
+    (cosine_groups: gradient cosine similarity on the shared trunk; tag: lookahead affinity
+    of the row task's step on the column task's loss)
+partition (task) int64 [1]
+    groups formed from the affinity, which the grouped model was then trained with
+""")
+
 COORD_DESCRIPTIONS = {
     "task": "task name",
     "task_other": "task name (second axis of task-pair matrices)",
@@ -595,3 +604,30 @@ def encode_activations(
         "method": _as_str("method", method),
     }
     return _dataset("activations", variables, coords, attrs)
+
+
+# ----------------------------------------------------------------------------- affinity
+
+
+def encode_affinity(
+    *,
+    task_names: list[str],
+    affinity: np.ndarray,
+    partition: np.ndarray,
+    method: str,
+    recorded_steps: int,
+    counters: dict[str, float],
+) -> xr.Dataset:
+    """The affinity phase of a grouping baseline (``affinity.nc``): the (T, T) affinity, the
+    partition formed from it, and what the phase cost (``counters``: backward_passes,
+    forward_passes, wall_time_s), so a resumed run need not repeat it."""
+    names = _names_coord("task_names", task_names, "task")
+    coords = {"task": names, "task_other": names.copy()}
+    coords["task_other"] = xr.Variable(("task_other",), names.values,
+                                       {"description": COORD_DESCRIPTIONS["task_other"]})
+    values = {"affinity": affinity, "partition": partition}
+    variables = build_variables(AFFINITY_VARS, values, {"task": names.size,
+                                                        "task_other": names.size})
+    attrs = {"method": _as_str("method", method), "recorded_steps": int(recorded_steps)}
+    attrs.update({f"phase_{k}": float(v) for k, v in counters.items()})
+    return _dataset("affinity", variables, coords, attrs)

@@ -8,6 +8,7 @@ import sys
 import time
 import types
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,16 @@ def event_steps(config: RunConfig) -> list[int]:
 class Trainer:
     """Holds one run's state. Use :func:`train`; this class exists so tests can poke at it."""
 
-    def __init__(self, config: RunConfig, data: Any, callbacks: Sequence[Any] = ()):
+    def __init__(self, config: RunConfig, data: Any, callbacks: Sequence[Any] = (),
+                 assignment: np.ndarray | None = None, recorder: Any = None):
         self.cfg, self.data, self.callbacks = config, data, list(callbacks)
+        self.recorder = recorder
         self.paths = store.RunPaths(Path(config.out))
         torch.manual_seed(config.seed)
         tasks = data.tasks
         self.n_tasks = len(tasks)
-        self.assignment = initial_assignment(config.method, self.n_tasks)
+        self.assignment = (initial_assignment(config.method, self.n_tasks) if assignment is None
+                           else np.asarray(assignment, dtype=np.int64))
         copies = self.n_tasks if config.method == "stl" else 1
         self.model = MTLNet(data.input_shape, [t.n_outputs for t in tasks], config.model,
                             self.assignment, copies, seed=config.seed)
@@ -128,6 +132,8 @@ class Trainer:
         idx = self._batch()
         x, y, m = self.x[idx], self.y[idx], self.m[idx]
         b_idx, t_idx = m.nonzero(as_tuple=True)
+        if self.recorder is not None:
+            self.recorder(self, x, y[b_idx, t_idx], b_idx, t_idx)
         pred = self.model.forward_entries(x, b_idx, t_idx)
         losses = task_losses(pred, y[b_idx, t_idx], t_idx, self.codes, self.n_classes,
                              self.cfg.train.rank_mse_weight)
@@ -248,14 +254,19 @@ def train(config: RunConfig, *, data: Any = None, resume: bool = False, progress
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        prepare_run_dir(run_dir, resume)
-        trainer = Trainer(config, data, callbacks)
+        if prepare_run_dir(run_dir, resume) == "complete":
+            return run_dir  # --resume of a finished run: nothing to do
         if resume:
-            trainer.load_state_dict(load_checkpoint(trainer.paths.checkpoint))
             store.update_manifest(run_dir, status="running")
         else:
             store.write_manifest(run_dir, new_manifest(config, data))
         try:
+            partition, phase = _baseline_partition(config, data, run_dir, progress)
+            trainer = Trainer(config, data, callbacks, assignment=partition)
+            if resume and trainer.paths.checkpoint.exists():
+                trainer.load_state_dict(load_checkpoint(trainer.paths.checkpoint))
+            else:  # a new run, or one killed before its first checkpoint: train from step 0
+                trainer.counters.update(phase)
             trainer.fit(progress)
             write_activations(trainer, "final")
             finish_run(trainer)
@@ -263,6 +274,32 @@ def train(config: RunConfig, *, data: Any = None, resume: bool = False, progress
             store.update_manifest(run_dir, status="failed", error=f"{type(err).__name__}: {err}")
             raise
     return run_dir
+
+
+def _baseline_partition(config: RunConfig, data: Any, run_dir: Path, progress: bool
+                        ) -> tuple[np.ndarray | None, dict[str, float]]:
+    """The fixed partition of a grouping baseline (None for other methods) and the cost of
+    deciding it. Affinity baselines first train jointly while recording affinities; the
+    result goes to ``affinity.nc`` so a resumed run does not repeat that phase."""
+    from .baselines import AffinityRecorder, affinity_partition, fixed_partition
+
+    counters = {"backward_passes": 0, "forward_passes": 0, "wall_time_s": 0.0}
+    if config.method not in ("cosine_groups", "tag"):
+        return fixed_partition(config, data), counters
+    if (run_dir / "affinity.nc").exists():
+        ds = store.read_affinity(run_dir)
+        return ds["partition"].values, {k: ds.attrs[f"phase_{k}"] for k in counters}
+    steps = config.baseline.affinity_steps or config.train.steps
+    joint = replace(config, train=replace(config.train, steps=steps))
+    recorder = AffinityRecorder(config.method, config.baseline.affinity_every, data.n_tasks)
+    phase = Trainer(joint, data, assignment=np.arange(data.n_tasks), recorder=recorder)
+    phase.fit(progress)
+    partition = affinity_partition(config, recorder, data.n_tasks)
+    ds = store.encode_affinity(task_names=data.task_names, affinity=recorder.affinity(),
+                               partition=partition, method=config.method,
+                               recorded_steps=recorder.recorded_steps, counters=phase.counters)
+    store.write_affinity(run_dir, ds)
+    return partition, dict(phase.counters)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,9 +7,9 @@ it from the stored inputs. Distances and strategies live in explicit name -> fun
 """
 
 from .config import ConfigError, GroupingConfig
-from .registry import DISTANCES, STRATEGIES, register_distance, register_strategy
 from .event import grouping_event
 from .partition import canonical, compose
+from .registry import DISTANCES, STRATEGIES, register_distance, register_strategy
 from .sketch import apply_countsketch, countsketch_params, dense_projection, make_sketcher
 from .types import EventResult
 

@@ -15,8 +15,11 @@ the result does not depend on the order of the entities.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import numpy as np
 from sklearn.cluster import KMeans
+from threadpoolctl import ThreadpoolController  # a scikit-learn dependency
 
 from .partition import canonical
 from .silhouette import silhouette_score
@@ -33,20 +36,36 @@ def _euclidean(points: np.ndarray) -> np.ndarray:
     return d
 
 
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def single_threaded() -> AbstractContextManager:
+    """Context that runs OpenMP and BLAS on one thread (nesting is fine).
+
+    The fits are tiny: extra threads only add start-up and spin-wait time (10x slower on a busy
+    2-core machine; oversubscription beside torch during training), and one thread makes the
+    result independent of the machine's core count, which replay relies on.
+    """
+    if not _CONTROLLER:  # scanning the loaded libraries costs milliseconds: do it once
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1)
+
+
 def _best_kmeans(points: np.ndarray, weights: np.ndarray, max_k: int, seed: int) -> np.ndarray:
     """Labels ``(n,)`` of the silhouette-best k-means fit (K >= 2), or zeros if none is possible."""
     n_distinct = 1 + int(np.any(points[1:] != points[:-1], axis=1).sum())  # points are sorted
     top = min(max_k, points.shape[0] - 1, n_distinct)
     best_labels, best_score = np.zeros(points.shape[0], dtype=np.int64), -np.inf
     dist = _euclidean(points) if top >= 2 else None
-    for k in range(2, top + 1):
-        km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(points, sample_weight=weights)
-        labels = canonical(km.labels_)
-        if labels.max() < 1:
-            continue
-        score = silhouette_score(dist, labels)
-        if score > best_score:  # ties keep the smaller K
-            best_labels, best_score = labels, score
+    with single_threaded():
+        for k in range(2, top + 1):
+            km = KMeans(n_clusters=k, n_init=4, random_state=seed)
+            labels = canonical(km.fit(points, sample_weight=weights).labels_)
+            if labels.max() < 1:
+                continue
+            score = silhouette_score(dist, labels)
+            if score > best_score:  # ties keep the smaller K
+                best_labels, best_score = labels, score
     return best_labels
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
-from .clustering import pooled_kmeans
+from .clustering import pooled_kmeans, single_threaded
 from .config import GroupingConfig
 from .distances import finalize_distances
 from .factorize import factorize
@@ -110,6 +110,53 @@ def _run_strategy(name, d, factors, membership, config, degenerate, sizes):
     return canonical(labels), condition, float(threshold)
 
 
+def _choose_distance(
+    clean: np.ndarray, factors, sv, degenerate, config: GroupingConfig, sizes: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, float], str]:
+    """Compute the candidate distances, their best-cut silhouettes and the chosen one."""
+    names = config.auto_candidates if config.distance == "auto" else (config.distance,)
+    args = (clean, factors, sv, degenerate, config)
+    distances = {name: _distance(name, args, degenerate) for name in names}
+    silhouettes = {name: _best_silhouette(d, config, sizes) for name, d in distances.items()}
+    chosen = names[0]
+    for name in names[1:]:  # strict: ties keep the earlier candidate
+        if silhouettes[name] > silhouettes[chosen]:
+            chosen = name
+    return distances, silhouettes, chosen
+
+
+def _decide(stored, a, streak_before, config: GroupingConfig) -> EventResult:
+    sizes = np.bincount(a, minlength=stored.shape[0]).astype(np.int64)
+    sv, factors, degenerate = factorize(stored, config.rank)
+    clean = np.where(degenerate[:, None, None], 0.0, stored.astype(np.float64))
+    distances, silhouettes, chosen = _choose_distance(clean, factors, sv, degenerate, config, sizes)
+    k, k_labels, membership = pooled_kmeans(
+        factors, sv, max_k=config.kmeans_max_k, seed=config.seed
+    )
+    d = distances[chosen]
+    if d.shape[0] == 1:
+        labels, condition, threshold = np.zeros(1, np.int64), np.zeros((1, 1)), float("nan")
+    else:
+        labels, condition, threshold = _run_strategy(
+            config.strategy, d, factors, membership, config, degenerate, sizes
+        )
+    proposed = apply_guards(
+        labels, d, max_group_size=config.max_group_size, min_groups=config.min_groups,
+        degenerate=degenerate, sizes=sizes,
+    )  # fmt: skip
+    streak_after = update_streak(streak_before, a, proposed)
+    entity_labels = apply_patience(a, proposed, streak_after, config.patience)
+    assignment_after = canonical(compose(a, entity_labels))
+    first_task = np.unique(a, return_index=True)[1]  # lowest task of each entity
+    return EventResult(
+        summed=stored, assignment_before=a, streak_before=streak_before, singular_values=sv,
+        factors=factors, degenerate=degenerate, distances=distances, silhouettes=silhouettes,
+        chosen_distance=chosen, kmeans_k=k, kmeans_labels=k_labels, membership=membership,
+        proposed=proposed, condition=condition, threshold=threshold, streak_after=streak_after,
+        assignment_after=assignment_after, parent=assignment_after[first_task],
+    )  # fmt: skip
+
+
 def grouping_event(
     summed: np.ndarray,
     assignment: np.ndarray,
@@ -122,7 +169,7 @@ def grouping_event(
     ----------
     summed : (E, R, C) float
         Summed gradient signal per entity (float32 from training; computed in float64, stored
-        as given).
+        as given, copied).
     assignment : (T,) int
         Entity of each task; uses every entity 0..E-1.
     streak : (T, T) int or None
@@ -137,62 +184,16 @@ def grouping_event(
         E == 1 nothing is decided (threshold NaN); with E == 2 no silhouette exists (-1.0) and the
         strategy's own small-case rule applies (``similarity``: merge only under an explicit
         threshold).
+
+    Notes
+    -----
+    Runs BLAS and OpenMP on one thread: the matrices are small, so extra threads cost more
+    than they give (far more on a busy machine), and the result then does not depend on the
+    machine's core count.
     """
     if not isinstance(config, GroupingConfig):
         raise TypeError(f"config must be a GroupingConfig, got {type(config).__name__}")
     stored = np.array(summed, copy=True)  # the caller may reuse its window buffer
     a, streak_before = _check_inputs(stored, assignment, streak)
-    sizes = np.bincount(a, minlength=stored.shape[0]).astype(np.int64)
-    sv, factors, degenerate = factorize(stored, config.rank)
-    clean = np.where(degenerate[:, None, None], 0.0, stored.astype(np.float64))
-    names = config.auto_candidates if config.distance == "auto" else (config.distance,)
-    args = (clean, factors, sv, degenerate, config)
-    distances = {name: _distance(name, args, degenerate) for name in names}
-    silhouettes = {name: _best_silhouette(d, config, sizes) for name, d in distances.items()}
-    chosen = names[0]
-    for name in names[1:]:
-        if silhouettes[name] > silhouettes[chosen]:
-            chosen = name
-    k, k_labels, membership = pooled_kmeans(
-        factors, sv, max_k=config.kmeans_max_k, seed=config.seed
-    )
-    d = distances[chosen]
-    n_ent = d.shape[0]
-    if n_ent == 1:
-        labels, condition, threshold = np.zeros(1, np.int64), np.zeros((1, 1)), float("nan")
-    else:
-        labels, condition, threshold = _run_strategy(
-            config.strategy, d, factors, membership, config, degenerate, sizes
-        )
-    proposed = apply_guards(
-        labels,
-        d,
-        max_group_size=config.max_group_size,
-        min_groups=config.min_groups,
-        degenerate=degenerate,
-        sizes=sizes,
-    )
-    streak_after = update_streak(streak_before, a, proposed)
-    entity_labels = apply_patience(a, proposed, streak_after, config.patience)
-    assignment_after = canonical(compose(a, entity_labels))
-    first_task = np.unique(a, return_index=True)[1]  # lowest task of each entity
-    return EventResult(
-        summed=stored,
-        assignment_before=a,
-        streak_before=streak_before,
-        singular_values=sv,
-        factors=factors,
-        degenerate=degenerate,
-        distances=distances,
-        silhouettes=silhouettes,
-        chosen_distance=chosen,
-        kmeans_k=k,
-        kmeans_labels=k_labels,
-        membership=membership,
-        proposed=proposed,
-        condition=condition,
-        threshold=threshold,
-        streak_after=streak_after,
-        assignment_after=assignment_after,
-        parent=assignment_after[first_task],
-    )
+    with single_threaded():
+        return _decide(stored, a, streak_before, config)

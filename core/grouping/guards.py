@@ -1,8 +1,8 @@
 """Guards every proposed partition passes through: degenerate entities stay alone, no group holds
 more than ``max_group_size`` tasks, and there are at least ``min_groups`` groups.
 
-Splits follow the average-linkage tree of the group's own distances, so a split separates the
-least related members; every step is deterministic.
+Splits follow average linkage on the group's own distances, so a split separates the least
+related members; every step is deterministic.
 """
 
 from __future__ import annotations
@@ -19,19 +19,74 @@ def _tree(d: np.ndarray) -> np.ndarray:
     return linkage(squareform(d, checks=False), method="average")
 
 
-def _size_bounded_pieces(d: np.ndarray, sizes: np.ndarray, max_size: int) -> np.ndarray:
-    """Labels of the coarsest tree cut whose merged pieces hold <= ``max_size`` tasks each."""
+def greedy_join(
+    d: np.ndarray,
+    sizes: np.ndarray,
+    limit: int | None,
+    *,
+    farthest: bool,
+    threshold: float | None = None,
+    min_groups: int = 1,
+    joinable: np.ndarray | None = None,
+) -> np.ndarray:
+    """Agglomerate from singletons, one pair of groups per step (average linkage).
+
+    Each step joins the closest (``farthest=False``) or farthest pair of current groups whose
+    union holds at most ``limit`` tasks and, with a threshold, whose average distance is
+    < threshold (closest) or > threshold (farthest). Stops when no pair qualifies or
+    ``min_groups`` groups remain. Ties: first pair in row-major order.
+
+    Parameters
+    ----------
+    d : (n, n) float
+    sizes : (n,) int
+        Tasks per item.
+    limit : int or None
+        Most tasks per group (None: no limit).
+    joinable : (n,) bool or None
+        Items that may be joined at all (None: all).
+
+    Returns
+    -------
+    (n,) int64
+        Canonical labels.
+    """
     n = d.shape[0]
-    z = _tree(d)
-    node_size = np.concatenate([sizes, np.zeros(n - 1, dtype=np.int64)])
-    n_merges = 0
-    for m in range(n - 1):
-        a, b = int(z[m, 0]), int(z[m, 1])
-        node_size[n + m] = node_size[a] + node_size[b]
-        if node_size[n + m] > max_size:
-            break  # a height cut below this merge: every later merge is at least as high
-        n_merges = m + 1
-    return labels_after_merges(z, n, n_merges)
+    labels = np.arange(n)
+    total = np.array(d, dtype=np.float64)  # summed distance between current groups
+    count = np.ones(n)
+    tasks = np.asarray(sizes, dtype=np.int64).copy()
+    active = np.ones(n, bool) if joinable is None else np.asarray(joinable, bool).copy()
+    sign = 1.0 if farthest else -1.0  # the best pair maximizes sign * average distance
+    candidate = np.full((n, n), -np.inf)
+    for i in range(n):
+        _update_row(candidate, i, total, count, tasks, active, limit, sign, threshold)
+    for n_groups in range(n, min_groups, -1):
+        flat = int(np.argmax(candidate))  # row-major first: the upper-triangle pair (i < j)
+        if candidate.flat[flat] == -np.inf:
+            break
+        i, j = divmod(flat, n)
+        total[i] += total[j]
+        total[:, i] += total[:, j]
+        count[i] += count[j]
+        tasks[i] += tasks[j]
+        active[j] = False
+        labels[labels == j] = i
+        candidate[j, :] = candidate[:, j] = -np.inf
+        _update_row(candidate, i, total, count, tasks, active, limit, sign, threshold)
+    return canonical(labels)
+
+
+def _update_row(candidate, i, total, count, tasks, active, limit, sign, threshold) -> None:
+    """Refresh row and column i of the symmetric candidate matrix (-inf: pair not allowed)."""
+    score = sign * total[i] / (count[i] * count)
+    ok = active & active[i]
+    ok[i] = False
+    if limit is not None:
+        ok &= tasks[i] + tasks <= limit
+    if threshold is not None:
+        ok &= score > sign * threshold
+    candidate[i, :] = candidate[:, i] = np.where(ok, score, -np.inf)
 
 
 def _split_oversized(
@@ -43,7 +98,8 @@ def _split_oversized(
         members = np.flatnonzero(labels == g)
         if members.size < 2 or sizes[members].sum() <= max_size:
             continue  # a single entity above the limit cannot be split here
-        pieces = _size_bounded_pieces(d[np.ix_(members, members)], sizes[members], max_size)
+        sub = d[np.ix_(members, members)]
+        pieces = greedy_join(sub, sizes[members], max_size, farthest=False)
         moved = pieces > 0
         out[members[moved]] = next_label + pieces[moved] - 1
         next_label += int(pieces.max())
@@ -81,8 +137,9 @@ def apply_guards(
     """Enforce the guards on a proposed partition of the entities.
 
     In order: (1) degenerate entities become singletons; (2) a group holding more than
-    ``max_group_size`` tasks is cut along its own average-linkage tree into the fewest pieces
-    that fit (an entity that alone exceeds the limit stays whole: groups never split);
+    ``max_group_size`` tasks is re-agglomerated from its members by size-bounded average
+    linkage (closest pair first, as long as any pair fits), so its closest members stay together
+    (an entity that alone exceeds the limit stays whole: groups never split);
     (3) while there are fewer than ``min_groups`` groups, the group with the largest mean
     internal distance (lowest label on ties) is split at the top of its tree.
 

@@ -14,9 +14,9 @@ def _as_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
     arr = np.asarray(labels)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of group labels, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}: {arr!r}")
+    integral = np.issubdtype(arr.dtype, np.integer)
+    if arr.size and not integral and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}: {arr!r}")
     return arr.astype(np.int64, copy=False)
 
 

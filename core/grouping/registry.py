@@ -39,8 +39,12 @@ RESERVED_NAMES = frozenset({"auto"})
 
 def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
     # Re-importing (or reloading) a module re-registers the same function: not a conflict.
-    key = ("__module__", "__qualname__")
-    return a is b or all(getattr(a, k, None) == getattr(b, k, object()) for k in key)
+    def origin(fn: Callable[..., Any]) -> tuple:
+        code = getattr(fn, "__code__", None)
+        where = (code.co_filename, code.co_firstlineno) if code is not None else (id(fn),)
+        return (getattr(fn, "__module__", None), getattr(fn, "__qualname__", None), *where)
+
+    return a is b or origin(a) == origin(b)
 
 
 def _register(table: dict, kind: str, name: str, fn: Callable | None) -> Callable:
@@ -92,7 +96,7 @@ def register_strategy(name: str, fn: StrategyFn | None = None) -> Callable:
 
 # Built-ins register themselves on import. Imported last: they import the functions above from
 # this (by then initialized) module, so the cycle is harmless.
-from . import distances as _distances  # noqa: E402, F401
-from .strategies import similarity as _similarity  # noqa: E402, F401
-from .strategies import variance as _variance  # noqa: E402, F401
-from .strategies import kmeans as _kmeans  # noqa: E402, F401
+from . import distances as _distances  # noqa: F401
+from .strategies import kmeans as _kmeans  # noqa: F401
+from .strategies import similarity as _similarity  # noqa: F401
+from .strategies import variance as _variance  # noqa: F401

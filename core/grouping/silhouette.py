@@ -129,18 +129,18 @@ class _CutScorer:
 
 
 def labels_after_merges(linkage_matrix: np.ndarray, n_items: int, n_merges: int) -> np.ndarray:
-    """Canonical labels ``(n_items,)`` of the clusters after the first ``n_merges`` merges."""
+    """Canonical labels ``(n_items,)`` of the clusters after the first ``n_merges`` merges of a
+    linkage matrix ``(n_items - 1, 4)``."""
     parent = np.arange(2 * n_items - 1)
     for m in range(n_merges):
         a, b = int(linkage_matrix[m, 0]), int(linkage_matrix[m, 1])
         parent[a] = parent[b] = n_items + m
     roots = np.arange(n_items)
-    for _ in range(n_merges):  # each pass climbs one level; stops once all are roots
+    while True:  # climb one level per pass until every item sits at its root
         up = parent[roots]
         if np.array_equal(up, roots):
-            break
+            return canonical(roots)
         roots = up
-    return canonical(roots)
 
 
 def best_cut(

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import GroupingConfig
-from ..guards import apply_guards
-from ..partition import canonical
+from ..guards import apply_guards, greedy_join
 from ..registry import register_strategy
 
 
@@ -25,34 +24,6 @@ def default_threshold(distances: np.ndarray, degenerate: np.ndarray) -> float:
         return float("nan")
     sub = distances[np.ix_(live, live)]
     return float(sub.sum() / (live.size * (live.size - 1)))
-
-
-def _greedy_far_pairs(
-    d: np.ndarray, live: np.ndarray, sizes: np.ndarray, limit: int, min_groups: int, thr: float
-) -> np.ndarray:
-    n = d.shape[0]
-    labels = np.arange(n)
-    total = d.copy()  # total distance between current groups (rows/cols of group heads)
-    count = np.ones(n)
-    tasks = sizes.astype(np.int64).copy()
-    active = live.copy()
-    upper = np.triu(np.ones((n, n), dtype=bool), k=1)
-    n_groups = n
-    while n_groups > min_groups:
-        avg = total / np.outer(count, count)
-        ok = upper & np.outer(active, active) & (tasks[:, None] + tasks[None, :] <= limit)
-        ok &= avg > thr
-        if not ok.any():
-            break
-        i, j = np.unravel_index(np.argmax(np.where(ok, avg, -np.inf)), avg.shape)
-        total[i] += total[j]
-        total[:, i] += total[:, j]
-        count[i] += count[j]
-        tasks[i] += tasks[j]
-        active[j] = False
-        labels[labels == j] = i
-        n_groups -= 1
-    return canonical(labels)
 
 
 @register_strategy("variance")
@@ -97,7 +68,15 @@ def variance(
     if np.isnan(thr):
         labels = np.arange(n, dtype=np.int64)
     else:
-        labels = _greedy_far_pairs(d, ~deg, sizes, limit, config.min_groups, thr)
+        labels = greedy_join(
+            d,
+            sizes,
+            limit,
+            farthest=True,
+            threshold=thr,
+            min_groups=config.min_groups,
+            joinable=~deg,
+        )
     labels = apply_guards(
         labels,
         d,

@@ -1,0 +1,140 @@
+"""Grouping baselines: partitions decided before the grouped model trains.
+
+- ``oracle``: the dataset's true groups.
+- ``random_groups``: random groups with the sizes the reference Selective Sharing run found.
+- ``cosine_groups`` (TAG's "CS"): mean pairwise cosine similarity of the tasks' gradients on the
+  shared trunk, recorded every ``affinity_every`` steps of a joint (mtl) training phase.
+- ``tag`` (Fifty et al. 2021): lookahead inter-task affinity. At a recording step, for each task
+  i take an SGD lookahead step on the shared trunk with task i's gradient and measure every task
+  j's relative loss change on the same batch, ``Z_ij = 1 - L_j(theta - lr g_i) / L_j(theta)``.
+
+Per-task trunk gradients need one backward pass per task (and ``tag`` one forward pass per
+lookahead): both are counted in ``backward_passes`` / ``forward_passes`` so Table 2 shows the
+grouping cost beside Selective Sharing's, which needs none.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ConfigError, RunConfig
+from .grouping.affinity import groups_from_affinity, random_partition
+from .grouping.partition import canonical, group_sizes
+from .losses import task_losses
+
+
+def _reference(config: RunConfig) -> np.ndarray:
+    from . import store
+
+    ref = config.baseline.reference_run
+    if ref is None:
+        raise ConfigError(
+            f"method {config.method!r} needs the groups of a Selective Sharing run: set "
+            "baseline.reference_run=RUN_DIR (or baseline.n_groups / baseline.group_sizes)")
+    try:
+        return np.asarray(store.read_metrics(Path(ref))["partition"].values)
+    except Exception as err:
+        raise ConfigError(f"invalid baseline.reference_run={ref!r}: cannot read its "
+                          f"metrics.nc ({err}); finish that run first") from err
+
+
+def target_sizes(config: RunConfig, n_tasks: int) -> list[int]:
+    """Group sizes the baseline must reproduce (largest first)."""
+    b = config.baseline
+    if b.group_sizes is not None:
+        sizes = list(b.group_sizes)
+    elif b.n_groups is not None:
+        sizes = [len(c) for c in np.array_split(np.arange(n_tasks), b.n_groups)]
+    else:
+        sizes = sorted(group_sizes(_reference(config)).tolist(), reverse=True)
+    if sum(sizes) != n_tasks:
+        raise ConfigError(f"invalid baseline group sizes {sizes}: they must add up to the "
+                          f"number of tasks, {n_tasks}")
+    return sizes
+
+
+def fixed_partition(config: RunConfig, data: Any) -> np.ndarray | None:
+    """The partition of ``oracle`` and ``random_groups`` (None for affinity baselines)."""
+    if config.method == "oracle":
+        if data.groups is None:
+            raise ConfigError(f"method 'oracle' needs true groups, and dataset "
+                              f"{data.name!r} has none; use another method")
+        return canonical(np.asarray(data.groups))
+    if config.method == "random_groups":
+        return random_partition(target_sizes(config, data.n_tasks), config.seed)
+    return None
+
+
+class AffinityRecorder:
+    """Accumulates a (T, T) task affinity during joint training (called by the Trainer)."""
+
+    def __init__(self, kind: str, every: int, n_tasks: int):
+        if kind not in ("cosine_groups", "tag"):
+            raise ValueError(f"invalid affinity kind {kind!r}: one of ['cosine_groups', 'tag']")
+        self.kind, self.every = kind, every
+        self.total = np.zeros((n_tasks, n_tasks))
+        self.count = np.zeros((n_tasks, n_tasks))
+        self.recorded_steps = 0
+
+    def affinity(self) -> np.ndarray:
+        """Mean affinity per pair; pairs never measured together get the overall mean."""
+        with np.errstate(invalid="ignore"):
+            mean = self.total / self.count
+        fill = np.nanmean(mean) if np.isfinite(mean).any() else 0.0
+        return np.where(self.count > 0, mean, fill)
+
+    def __call__(self, trainer: Any, x: torch.Tensor, y: torch.Tensor, b_idx: torch.Tensor,
+                 t_idx: torch.Tensor) -> None:
+        if trainer.step % self.every:
+            return
+        model, n_tasks = trainer.model, trainer.n_tasks
+        shared = [p for p in model.trunk.parameters()]
+        pred = model.forward_entries(x, b_idx, t_idx)
+        losses = task_losses(pred, y, t_idx, trainer.codes, trainer.n_classes,
+                             trainer.cfg.train.rank_mse_weight)
+        present = torch.bincount(t_idx, minlength=n_tasks).nonzero()[:, 0].tolist()
+        grads = []
+        for i in present:
+            g = torch.autograd.grad(losses[i], shared, retain_graph=True, allow_unused=True)
+            grads.append([torch.zeros_like(p) if gi is None else gi for gi, p in zip(g, shared)])
+        trainer.counters["backward_passes"] += len(present)
+        trainer.counters["forward_passes"] += 1
+        idx = np.asarray(present)
+        if self.kind == "cosine_groups":
+            flat = torch.stack([torch.cat([gi.flatten() for gi in g]) for g in grads])
+            norms = flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            cos = ((flat / norms) @ (flat / norms).T).detach().numpy()
+            self.total[np.ix_(idx, idx)] += cos
+            self.count[np.ix_(idx, idx)] += 1
+        else:
+            self._lookahead(trainer, shared, grads, losses.detach(), x, y, b_idx, t_idx, idx)
+        self.recorded_steps += 1
+
+    @torch.no_grad()
+    def _lookahead(self, trainer, shared, grads, base, x, y, b_idx, t_idx, idx) -> None:
+        lr = trainer.opt.param_groups[0]["lr"]
+        saved = [p.detach().clone() for p in shared]
+        for row, g in zip(idx, grads):
+            for p, gi in zip(shared, g):
+                p.sub_(lr * gi)
+            pred = trainer.model.forward_entries(x, b_idx, t_idx)
+            after = task_losses(pred, y, t_idx, trainer.codes, trainer.n_classes,
+                                trainer.cfg.train.rank_mse_weight)
+            for p, s in zip(shared, saved):
+                p.copy_(s)
+            z = 1.0 - after[idx] / base[idx].clamp_min(1e-12)
+            self.total[row, idx] += z.numpy()
+            self.count[row, idx] += 1
+        trainer.counters["forward_passes"] += len(idx)
+
+
+def affinity_partition(config: RunConfig, recorder: AffinityRecorder, n_tasks: int
+                       ) -> np.ndarray:
+    """Groups from the recorded affinity, with as many groups as :func:`target_sizes` asks."""
+    k = len(target_sizes(config, n_tasks))
+    limit = config.baseline.exhaustive_max_tasks if config.method == "tag" else 0
+    return groups_from_affinity(recorder.affinity(), k, exhaustive_max_tasks=limit)
