@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .grouping.config import ConfigError, GroupingConfig, _bad
+from .grouping.config import ConfigError, GroupingConfig, _bad, _is_int, _is_real
 
 METHODS: tuple[str, ...] = ("stl", "mtl", "mtl_full", "ss_similarity", "ss_variance", "ss_kmeans",
                              "random_groups", "cosine_groups", "tag", "oracle")
@@ -27,13 +27,12 @@ SKETCH_KINDS: tuple[str, ...] = ("auto", "dense", "countsketch")
 
 
 def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok or value < (0 if allow_zero else 1):
+    if not _is_int(value) or value < (0 if allow_zero else 1):
         raise _bad(name, value, "a non-negative integer" if allow_zero else "a positive integer")
 
 
 def _widths(name: str, value: Any) -> None:
-    if not isinstance(value, tuple) or not all(isinstance(v, int) and v >= 1 for v in value):
+    if not isinstance(value, tuple) or not all(_is_int(v) and v >= 1 for v in value):
         raise _bad(name, value, "a tuple of positive integers, e.g. (64, 32)")
 
 
@@ -96,11 +95,11 @@ class TrainConfig:
         _positive_int("steps", self.steps)
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 10):
+        if not (_is_real(self.lr) and 0 < self.lr < 10):
             raise _bad("lr", self.lr, "a learning rate in (0, 10)")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+        if not (_is_real(self.weight_decay) and self.weight_decay >= 0):
             raise _bad("weight_decay", self.weight_decay, "a non-negative float")
-        if not (isinstance(self.rank_mse_weight, (int, float)) and self.rank_mse_weight >= 0):
+        if not (_is_real(self.rank_mse_weight) and self.rank_mse_weight >= 0):
             raise _bad("rank_mse_weight", self.rank_mse_weight, "a non-negative float")
         _positive_int("eval_batch_size", self.eval_batch_size)
         if self.threads is not None:
@@ -191,7 +190,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
         _choice("profile", self.profile, PROFILES)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+        if not _is_int(self.seed) or self.seed < 0:
             raise _bad("seed", self.seed, "a non-negative integer")
         _positive_int("probe_size", self.probe_size)
         sh = self.sharing

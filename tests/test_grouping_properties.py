@@ -23,8 +23,8 @@ FAST = settings(max_examples=12, deadline=None)
 
 
 def planted(seed: int, n_entities: int, n_groups: int, noise: float) -> np.ndarray:
-    """Summed gradients (E, 6, 10) float32: groups share a rank-2 gradient up to a positive
-    scale; half the groups' members also read a shared subspace with their own row mix."""
+    """Summed gradients (E, 6, 10) float32: members of a planted group share a rank-2 gradient
+    up to a positive scale, plus Gaussian noise (generic: no exact ties)."""
     rng = np.random.default_rng(seed)
     base = rng.standard_normal((n_groups, 6, 2)) @ rng.standard_normal((n_groups, 2, 10))
     truth = rng.integers(0, n_groups, n_entities)

@@ -6,11 +6,23 @@ config is built, seconds before any training, with the field, the value and the 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
+
+import numpy as np
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid. The message names the field, the value and the fix."""
+
+
+def _is_int(value: object) -> bool:
+    """Python or numpy integers (values read back from NetCDF attributes are numpy), not bools."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _bad(field: str, value: object, allowed: str) -> ConfigError:
@@ -77,19 +89,23 @@ class GroupingConfig:
             if name not in DISTANCES:
                 raise _bad("auto_candidates", self.auto_candidates,
                            f"a tuple of names from {sorted(DISTANCES)}")
-        if not isinstance(self.rank, int) or self.rank < 1:
+        if not _is_int(self.rank) or self.rank < 1:
             raise _bad("rank", self.rank, "a positive integer (e.g. 4)")
-        if self.threshold is not None and not (0.0 <= float(self.threshold) <= 2.0):
+        if not _is_int(self.seed) or self.seed < 0:
+            raise _bad("seed", self.seed, "a non-negative integer")
+        if self.threshold is not None and not (
+            _is_real(self.threshold) and 0.0 <= float(self.threshold) <= 2.0
+        ):
             raise _bad("threshold", self.threshold, "None or a distance in [0, 2]")
-        if not (-1.0 <= float(self.min_silhouette) <= 1.0):
+        if not (_is_real(self.min_silhouette) and -1.0 <= float(self.min_silhouette) <= 1.0):
             raise _bad("min_silhouette", self.min_silhouette, "in [-1, 1]")
         if self.max_group_size is not None and (
-            not isinstance(self.max_group_size, int) or self.max_group_size < 1
+            not _is_int(self.max_group_size) or self.max_group_size < 1
         ):
             raise _bad("max_group_size", self.max_group_size, "None or a positive integer")
-        if not isinstance(self.min_groups, int) or self.min_groups < 1:
+        if not _is_int(self.min_groups) or self.min_groups < 1:
             raise _bad("min_groups", self.min_groups, "a positive integer")
-        if not isinstance(self.patience, int) or self.patience < 1:
+        if not _is_int(self.patience) or self.patience < 1:
             raise _bad("patience", self.patience, "a positive integer")
-        if not isinstance(self.kmeans_max_k, int) or self.kmeans_max_k < 2:
+        if not _is_int(self.kmeans_max_k) or self.kmeans_max_k < 2:
             raise _bad("kmeans_max_k", self.kmeans_max_k, "an integer >= 2")

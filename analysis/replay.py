@@ -1,0 +1,366 @@
+"""Replay a run's grouping events from its store, exactly, or under another rule (DESIGN section 3).
+
+**Exact replay** (no overrides): every event is recomputed by
+:func:`~selective_sharing.core.grouping.grouping_event`, the same pure function training called,
+from the event's stored inputs (the summed window, ``assignment_before``, ``streak_before``) and
+its stored grouping config. Every output (factors, singular values, both distance matrices,
+silhouettes, k-means labels, memberships, condition, threshold, partitions) is compared with the
+recorded one *exactly* (``np.array_equal``, NaN equal to NaN). The recorded inputs must also
+chain: event k's ``assignment_before``/``streak_before`` equal event k-1's outputs (the first
+event starts from singletons and zero streaks).
+
+**Counterfactual replay** (``strategy``, ``distance``, ``threshold`` or other
+:class:`~selective_sharing.core.grouping.GroupingConfig` fields overridden): the groups another
+rule would have formed from the same gradient history, without retraining. The windows were
+summed per *recorded* entity, so once the counterfactual partition differs from the recorded
+one, its entities have no stored window of their own. With ``chain=True`` (default) the
+counterfactual partition is fed forward and each event's window is rebuilt from the recorded
+one as follows (``EventReplay.window``):
+
+- ``"recorded"``: the counterfactual entities are the recorded ones: the stored window, exact.
+- ``"summed"``: the counterfactual is coarser (it merged more): each counterfactual entity's
+  window is the sum of its recorded entities' windows. An approximation: a merged estimator's
+  gradient is the sum of its tasks' gradients taken at one shared weight, not at several.
+- ``"forced"``: the counterfactual kept apart tasks the recorded run had merged; their separate
+  gradients were never recorded, so the recorded merge is adopted (the partition becomes the
+  join of both) and the event says so.
+
+With ``chain=False`` every event is replayed from its recorded inputs with the new rule: the
+partition each event would have produced given the recorded history up to it. Only recorded
+events can be replayed: a run that stopped grouping (one group left) has no later windows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ..core import store
+from ..core.grouping import EventResult, GroupingConfig, canonical, grouping_event
+
+__all__ = [
+    "EventReplay",
+    "ReplayReport",
+    "grouping_config",
+    "read_events",
+    "replay",
+    "sweep_thresholds",
+]
+
+_KEEP = object()
+_OUTPUTS = (
+    "singular_values",
+    "factors",
+    "degenerate",
+    "kmeans_k",
+    "kmeans_labels",
+    "membership",
+    "proposed",
+    "condition",
+    "threshold",
+    "streak_after",
+    "assignment_after",
+    "parent",
+    "chosen_distance",
+)
+_INPUTS = ("summed", "assignment_before", "streak_before")
+
+
+@dataclass(frozen=True)
+class EventReplay:
+    """One replayed event.
+
+    Attributes
+    ----------
+    index, step : int
+        Event number and the step it ran at.
+    matched : bool
+        Every field equals the recorded one exactly (for a counterfactual: the new rule
+        reproduced the recorded event).
+    mismatched : tuple of str
+        Fields that differ, e.g. ``("distances[cosine]", "assignment_after")``; inputs that do
+        not chain with the previous event read ``"assignment_before (chain)"``.
+    merges : tuple of tuple of tuple of str
+        One entry per new group formed from several entities: the task names of each part,
+        e.g. ``((("t0",), ("t3", "t4")),)``.
+    window : str
+        ``"recorded"``, ``"summed"`` or ``"forced"`` (see the module docstring).
+    result : EventResult
+        The replayed event (inputs, intermediates, outcome).
+    recorded : EventResult
+        The event as stored.
+    """
+
+    index: int
+    step: int
+    matched: bool
+    mismatched: tuple[str, ...]
+    merges: tuple[tuple[tuple[str, ...], ...], ...]
+    window: str
+    result: EventResult
+    recorded: EventResult
+
+    @property
+    def condition(self) -> np.ndarray:
+        """(E, E) float64: the value the strategy's condition compared for each entity pair."""
+        return self.result.condition
+
+    @property
+    def threshold(self) -> float:
+        return self.result.threshold
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """Outcome of :func:`replay`. ``matched`` is True only when every event matched."""
+
+    run: str
+    task_names: tuple[str, ...]
+    config: GroupingConfig | None
+    overrides: dict
+    chain: bool
+    events: tuple[EventReplay, ...]
+    initial_assignment: np.ndarray
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def counterfactual(self) -> bool:
+        return bool(self.overrides)
+
+    @property
+    def matched(self) -> bool:
+        return all(e.matched for e in self.events)
+
+    @property
+    def assignment(self) -> np.ndarray:
+        """(T,) int64: the final partition of tasks (after the last replayed event)."""
+        return self.events[-1].result.assignment_after if self.events else self.initial_assignment
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.assignment.max()) + 1
+
+    def groups(self) -> list[tuple[str, ...]]:
+        """Task names of each final group, in canonical order."""
+        a = self.assignment
+        return [
+            tuple(self.task_names[i] for i in np.flatnonzero(a == g)) for g in range(a.max() + 1)
+        ]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per event: step, matched, mismatched fields, sizes, distance, threshold."""
+        rows = []
+        for e in self.events:
+            r = e.result
+            rows.append(
+                {
+                    "event": e.index,
+                    "step": e.step,
+                    "matched": e.matched,
+                    "mismatched": ", ".join(e.mismatched),
+                    "window": e.window,
+                    "n_entities_before": r.n_entities_before,
+                    "n_groups_after": r.n_entities_after,
+                    "chosen_distance": r.chosen_distance,
+                    "threshold": r.threshold,
+                    **{f"silhouette_{k}": v for k, v in r.silhouettes.items()},
+                    "merges": "; ".join(" + ".join("/".join(p) for p in m) for m in e.merges),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def __str__(self) -> str:
+        kind = f"counterfactual {self.overrides}" if self.counterfactual else "exact replay"
+        head = (
+            f"{kind} of {self.run}: {len(self.events)} event(s), "
+            f"{sum(e.matched for e in self.events)} matched, {self.seconds:.3f} s"
+        )
+        lines = [head]
+        for e in self.events:
+            bad = "" if e.matched else f"  differs in: {', '.join(e.mismatched)}"
+            lines.append(
+                f"  event {e.index} (step {e.step}): {e.result.n_entities_before} -> "
+                f"{e.result.n_entities_after} entities [{e.window}]{bad}"
+            )
+        lines.append(f"final groups: {self.groups()}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- replay
+
+
+def _config_with(base: GroupingConfig, changes: dict) -> GroupingConfig:
+    names = {f.name for f in dataclasses.fields(GroupingConfig)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise TypeError(f"replay() got unknown override(s) {unknown}; allowed: {sorted(names)}")
+    return dataclasses.replace(base, **changes)
+
+
+def _changes(strategy: object, distance: object, threshold: object, overrides: dict) -> dict:
+    out = dict(overrides)
+    for name, value in (("strategy", strategy), ("distance", distance), ("threshold", threshold)):
+        if value is not _KEEP and not (value is None and name != "threshold"):
+            out[name] = value
+    if "auto_candidates" in out:
+        out["auto_candidates"] = tuple(out["auto_candidates"])
+    return out
+
+
+def _chain_problems(rec: EventResult, prev: EventResult | None) -> list[str]:
+    n = rec.assignment_before.size
+    want_a = np.arange(n) if prev is None else prev.assignment_after
+    want_s = np.zeros((n, n), np.int64) if prev is None else prev.streak_after
+    bad = []
+    starts_grouped = prev is None and rec.n_entities_before < n  # a run may start grouped
+    if not starts_grouped and not np.array_equal(rec.assignment_before, want_a):
+        bad.append("assignment_before (chain)")
+    if not np.array_equal(rec.streak_before, want_s):
+        bad.append("streak_before (chain)")
+    return bad
+
+
+def replay(
+    run: str | os.PathLike | xr.DataTree,
+    strategy: str | None = None,
+    distance: str | None = None,
+    threshold: float | None | object = _KEEP,
+    *,
+    chain: bool = True,
+    **overrides: object,
+) -> ReplayReport:
+    """Recompute every grouping event of a run from its store (module docstring for details).
+
+    Parameters
+    ----------
+    run : path-like or DataTree
+        A run directory or a tree from :func:`~selective_sharing.analysis.load_run`.
+    strategy, distance : str, optional
+        Counterfactual strategy / distance (names in ``STRATEGIES`` / ``DISTANCES`` or
+        ``"auto"``); None keeps the stored one.
+    threshold : float or None, optional
+        Counterfactual threshold; leave it out to keep the stored one, pass None to use the
+        strategy's default (silhouette-best cut for ``similarity``).
+    chain : bool
+        Counterfactuals only: feed the counterfactual partition forward (True) or replay each
+        event from its recorded inputs (False).
+    **overrides
+        Other :class:`GroupingConfig` fields, e.g. ``patience=2``, ``min_silhouette=0.0``.
+
+    Returns
+    -------
+    ReplayReport
+        ``report.matched`` is True only when every event matched exactly.
+
+    Raises
+    ------
+    StoreError
+        An event file is truncated or corrupted (the message names it).
+    """
+    start = time.perf_counter()
+    manifest, decoded = read_events(run)
+    changes = _changes(strategy, distance, threshold, overrides)
+    return _replay_decoded(_run_name(run), manifest, decoded, changes, chain, start)
+
+
+def _replay_decoded(
+    name: str, manifest: dict, decoded: list, changes: dict, chain: bool, start: float
+) -> ReplayReport:
+    names = tuple(manifest.get("task_names") or (decoded[0][1]["task_names"] if decoded else ()))
+    replayed, config, prev, state, streak = [], None, None, None, None
+    for rec, meta in decoded:
+        config = _config_with(grouping_config(meta["grouping_config"]), changes)
+        if changes and chain and state is not None:
+            summed, assign, window = _counterfactual_inputs(rec, state)
+        else:
+            summed, assign, window, streak = rec.summed, rec.assignment_before, "recorded", None
+        new = grouping_event(
+            summed, assign, rec.streak_before if streak is None else streak, config
+        )
+        bad = compare(new, rec) + ([] if changes else _chain_problems(rec, prev))
+        replayed.append(
+            EventReplay(
+                meta["index"],
+                meta["step"],
+                not bad,
+                tuple(bad),
+                _merges(new, names),
+                window,
+                new,
+                rec,
+            )
+        )
+        prev, state, streak = rec, new.assignment_after, new.streak_after
+    initial = decoded[0][0].assignment_before if decoded else _initial(manifest, len(names))
+    return ReplayReport(
+        name, names, config, changes, chain, tuple(replayed), initial, time.perf_counter() - start
+    )
+
+
+def _initial(manifest: dict, n_tasks: int) -> np.ndarray:
+    one = manifest.get("method") == "mtl_full"
+    return np.zeros(n_tasks, np.int64) if one else np.arange(n_tasks, dtype=np.int64)
+
+
+def _run_name(run: object) -> str:
+    if isinstance(run, xr.DataTree):
+        return str(run.attrs.get("run_dir", run.name))
+    return str(Path(run))
+
+
+def sweep_thresholds(
+    run: str | os.PathLike | xr.DataTree,
+    thresholds: Iterable[float] | None = None,
+    *,
+    strategy: str | None = None,
+    distance: str | None = None,
+    chain: bool = False,
+) -> pd.DataFrame:
+    """Number of groups against the threshold, by counterfactual replay.
+
+    Parameters
+    ----------
+    run : path-like or DataTree
+    thresholds : iterable of float, optional
+        Values in [0, 2]; default 41 points from 0 to the largest recorded distance.
+    strategy, distance : str, optional
+        Default: the stored ones (``kmeans`` ignores the threshold).
+    chain : bool
+        As in :func:`replay`. Default False: each event is replayed from its recorded inputs,
+        so every row is exact (no rebuilt windows); row ``event=0`` is the whole
+        counterfactual of a single-event run. With True the counterfactual partition is fed
+        forward and ``forced`` counts the events that had to adopt a recorded merge.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long format, one row per (threshold, event): ``threshold, event, step, n_groups``
+        (entities after the event), ``window``, ``forced`` (forced events so far) and
+        ``final`` (True on each threshold's last event).
+    """
+    manifest, decoded = read_events(run)
+    if thresholds is None:
+        top = max((float(np.max(d)) for r, _ in decoded for d in r.distances.values()), default=1.0)
+        thresholds = np.linspace(0.0, min(top, 2.0), 41)
+    rows = []
+    for thr in thresholds:
+        changes = _changes(strategy, distance, float(thr), {})
+        rep = _replay_decoded(_run_name(run), manifest, decoded, changes, chain, 0.0)
+        forced = np.cumsum([e.window == "forced" for e in rep.events])
+        last = len(rep.events) - 1
+        rows += [
+            (float(thr), e.index, e.step, e.result.n_entities_after, e.window, int(f), i == last)
+            for i, (e, f) in enumerate(zip(rep.events, forced))
+        ]
+    columns = ["threshold", "event", "step", "n_groups", "window", "forced", "final"]
+    return pd.DataFrame(rows, columns=columns)
