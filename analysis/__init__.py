@@ -1,0 +1,73 @@
+"""Analysis from run stores alone: load runs, replay and explain grouping decisions, plots,
+and the activation-region study (Figure 6). Never imports torch (DESIGN section 2).
+
+Importing this package is cheap: the submodules (xarray, pandas, matplotlib, scikit-learn)
+load on first use of a name::
+
+    from selective_sharing.analysis import load_run, replay, explain
+    report = replay("runs/synthetic/ss_similarity/seed0")
+    assert report.matched
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load": ("BrokenRunWarning", "find_runs", "load_run", "load_runs"),
+    "replay": ("EventReplay", "ReplayReport", "replay", "sweep_thresholds"),
+    "explain": ("Explanation", "explain"),
+    "events": ("read_events",),
+    "plots": (
+        "draw_run_figures",
+        "plot_event_distances",
+        "plot_factor_space",
+        "plot_grouping_timeline",
+        "plot_learning_curves",
+        "plot_parameter_count",
+        "plot_threshold_sweep",
+        "save_figure",
+    ),
+    "figure6": ("draw_figure6", "figure6_numbers", "summarize_figure6", "write_figure6"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [
+    "BrokenRunWarning",
+    "EventReplay",
+    "Explanation",
+    "ReplayReport",
+    "draw_figure6",
+    "draw_run_figures",
+    "explain",
+    "figure6_numbers",
+    "find_runs",
+    "load_run",
+    "load_runs",
+    "plot_event_distances",
+    "plot_factor_space",
+    "plot_grouping_timeline",
+    "plot_learning_curves",
+    "plot_parameter_count",
+    "plot_threshold_sweep",
+    "read_events",
+    "replay",
+    "save_figure",
+    "summarize_figure6",
+    "sweep_thresholds",
+    "write_figure6",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

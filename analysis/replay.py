@@ -33,47 +33,29 @@ events can be replayed: a run that stopped grouping (one group left) has no late
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
-from ..core import store
-from ..core.grouping import EventResult, GroupingConfig, canonical, grouping_event
+from ..core.grouping import EventResult, GroupingConfig, grouping_event
+from .events import (
+    RunLike,
+    chain_problems,
+    compare_events,
+    counterfactual_inputs,
+    grouping_config,
+    merges_of,
+    read_events,
+)
 
-__all__ = [
-    "EventReplay",
-    "ReplayReport",
-    "grouping_config",
-    "read_events",
-    "replay",
-    "sweep_thresholds",
-]
+__all__ = ["EventReplay", "ReplayReport", "replay", "sweep_thresholds"]
 
 _KEEP = object()
-_OUTPUTS = (
-    "singular_values",
-    "factors",
-    "degenerate",
-    "kmeans_k",
-    "kmeans_labels",
-    "membership",
-    "proposed",
-    "condition",
-    "threshold",
-    "streak_after",
-    "assignment_after",
-    "parent",
-    "chosen_distance",
-)
-_INPUTS = ("summed", "assignment_before", "streak_before")
 
 
 @dataclass(frozen=True)
@@ -159,25 +141,7 @@ class ReplayReport:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per event: step, matched, mismatched fields, sizes, distance, threshold."""
-        rows = []
-        for e in self.events:
-            r = e.result
-            rows.append(
-                {
-                    "event": e.index,
-                    "step": e.step,
-                    "matched": e.matched,
-                    "mismatched": ", ".join(e.mismatched),
-                    "window": e.window,
-                    "n_entities_before": r.n_entities_before,
-                    "n_groups_after": r.n_entities_after,
-                    "chosen_distance": r.chosen_distance,
-                    "threshold": r.threshold,
-                    **{f"silhouette_{k}": v for k, v in r.silhouettes.items()},
-                    "merges": "; ".join(" + ".join("/".join(p) for p in m) for m in e.merges),
-                }
-            )
-        return pd.DataFrame(rows)
+        return pd.DataFrame([_row(e) for e in self.events])
 
     def __str__(self) -> str:
         kind = f"counterfactual {self.overrides}" if self.counterfactual else "exact replay"
@@ -194,6 +158,18 @@ class ReplayReport:
             )
         lines.append(f"final groups: {self.groups()}")
         return "\n".join(lines)
+
+
+def _row(e: EventReplay) -> dict:
+    r = e.result
+    row = {"event": e.index, "step": e.step, "matched": e.matched}
+    row.update(
+        mismatched=", ".join(e.mismatched), window=e.window, n_entities_before=r.n_entities_before
+    )
+    row.update(n_groups_after=r.n_entities_after, chosen_distance=r.chosen_distance)
+    row.update({f"silhouette_{k}": v for k, v in r.silhouettes.items()}, threshold=r.threshold)
+    row["merges"] = "; ".join(" + ".join("/".join(p) for p in m) for m in e.merges)
+    return row
 
 
 # ----------------------------------------------------------------------------- replay
@@ -217,21 +193,8 @@ def _changes(strategy: object, distance: object, threshold: object, overrides: d
     return out
 
 
-def _chain_problems(rec: EventResult, prev: EventResult | None) -> list[str]:
-    n = rec.assignment_before.size
-    want_a = np.arange(n) if prev is None else prev.assignment_after
-    want_s = np.zeros((n, n), np.int64) if prev is None else prev.streak_after
-    bad = []
-    starts_grouped = prev is None and rec.n_entities_before < n  # a run may start grouped
-    if not starts_grouped and not np.array_equal(rec.assignment_before, want_a):
-        bad.append("assignment_before (chain)")
-    if not np.array_equal(rec.streak_before, want_s):
-        bad.append("streak_before (chain)")
-    return bad
-
-
 def replay(
-    run: str | os.PathLike | xr.DataTree,
+    run: RunLike,
     strategy: str | None = None,
     distance: str | None = None,
     threshold: float | None | object = _KEEP,
@@ -281,20 +244,20 @@ def _replay_decoded(
     for rec, meta in decoded:
         config = _config_with(grouping_config(meta["grouping_config"]), changes)
         if changes and chain and state is not None:
-            summed, assign, window = _counterfactual_inputs(rec, state)
+            summed, assign, window = counterfactual_inputs(rec, state)
         else:
             summed, assign, window, streak = rec.summed, rec.assignment_before, "recorded", None
         new = grouping_event(
             summed, assign, rec.streak_before if streak is None else streak, config
         )
-        bad = compare(new, rec) + ([] if changes else _chain_problems(rec, prev))
+        bad = compare_events(new, rec) + ([] if changes else chain_problems(rec, prev))
         replayed.append(
             EventReplay(
                 meta["index"],
                 meta["step"],
                 not bad,
                 tuple(bad),
-                _merges(new, names),
+                merges_of(new, names),
                 window,
                 new,
                 rec,
@@ -319,7 +282,7 @@ def _run_name(run: object) -> str:
 
 
 def sweep_thresholds(
-    run: str | os.PathLike | xr.DataTree,
+    run: RunLike,
     thresholds: Iterable[float] | None = None,
     *,
     strategy: str | None = None,

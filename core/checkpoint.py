@@ -8,6 +8,7 @@ recomputes them deterministically and produces the same events.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,25 @@ import torch
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing or unreadable; the message names the file."""
+    """A checkpoint is missing, unreadable or cannot be written; the message names the file."""
+
+
+def _free_space(directory: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(directory).free} bytes free on its device"
+    except OSError:
+        return "free space unknown"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temp file, fsync, rename).
+
+    Raises
+    ------
+    CheckpointError
+        The file could not be written (full disk, read-only directory...): the message names
+        the file and the free space; the previous checkpoint, if any, is unchanged.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -27,8 +43,17 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as err:  # torch reports a full disk as e.g. "unexpected pos 415552 vs ..."
+        raise CheckpointError(
+            f"cannot write checkpoint {path} ({type(err).__name__}: {err}); "
+            f"{_free_space(path.parent)}. Free space or fix the directory's permissions, then "
+            "--resume; the previous checkpoint is unchanged"
+        ) from err
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # e.g. the directory became read-only: the temp file never existed
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -38,5 +63,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated or corrupted pickle/zip
-        raise CheckpointError(f"checkpoint {path} is unreadable ({err}); delete the run "
-                              "directory and train again") from err
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({err}); delete the run directory and train again"
+        ) from err

@@ -1,0 +1,169 @@
+"""Replay from the store alone: exact on every ss_* method, mismatches found, counterfactuals."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from selective_sharing.analysis import load_run, replay, sweep_thresholds
+from selective_sharing.analysis.events import join_partitions
+from selective_sharing.core import store
+from selective_sharing.core.grouping import ConfigError
+from test_analysis_runs import IMAGE_DATASET, SS_METHODS, make_run
+
+
+@pytest.fixture(scope="module")
+def syn_similarity(tmp_path_factory):
+    return make_run(tmp_path_factory, "synthetic", "ss_similarity")
+
+
+@pytest.fixture
+def run_copy(syn_similarity, tmp_path):
+    """A private copy of the similarity run, free to corrupt."""
+    return shutil.copytree(syn_similarity, tmp_path / "run")
+
+
+@pytest.mark.parametrize("method", SS_METHODS)
+def test_exact_replay_synthetic(tmp_path_factory, method):
+    run = make_run(tmp_path_factory, "synthetic", method)
+    report = replay(run)
+    assert len(report.events) == len(store.list_events(run)) == 3
+    assert report.matched, str(report)
+    assert all(e.matched and e.mismatched == () for e in report.events)
+    final = store.read_metrics(run)["partition"].values
+    np.testing.assert_array_equal(report.assignment, final)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", SS_METHODS)
+def test_exact_replay_image(tmp_path_factory, method):
+    run = make_run(tmp_path_factory, IMAGE_DATASET, method)
+    report = replay(load_run(run))  # through the DataTree this time
+    assert len(report.events) == len(store.list_events(run)) >= 1
+    assert report.matched, str(report)
+
+
+def test_merges_name_the_parts(syn_similarity):
+    report = replay(syn_similarity)
+    for e in report.events:
+        rec = e.recorded
+        for merge in e.merges:
+            tasks = [t for part in merge for t in part]
+            idx = [report.task_names.index(t) for t in tasks]
+            assert len(merge) >= 2
+            assert len(set(rec.assignment_after[idx])) == 1  # all went into one entity
+            assert len(set(rec.assignment_before[idx])) == len(merge)
+
+
+def _rewrite_event(path, change):
+    ds = store.read_event(path).copy(deep=True)
+    change(ds)
+    store.atomic_write_dataset(path, ds)
+
+
+def test_corrupted_distance_is_a_mismatch(run_copy):
+    path = store.list_events(run_copy)[1]
+    name = None
+
+    def bump(ds):
+        nonlocal name
+        name = str(ds["distance"].values[0])
+        ds["distances"].values[0, 0, 1] += 1e-3
+
+    _rewrite_event(path, bump)
+    report = replay(run_copy)
+    assert not report.matched
+    assert [e.matched for e in report.events] == [True, False, True]
+    assert report.events[1].mismatched == (f"distances[{name}]",)
+
+
+def test_corrupted_input_breaks_the_chain(run_copy):
+    path = store.list_events(run_copy)[2]
+    _rewrite_event(path, lambda ds: ds["streak_before"].values.__setitem__((0, 1), 7))
+    report = replay(run_copy)
+    assert not report.matched
+    assert "streak_before (chain)" in report.events[2].mismatched
+
+
+def test_truncated_event_names_the_file(run_copy):
+    path = store.list_events(run_copy)[0]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(store.StoreError, match=path.name) as info:
+        replay(run_copy)
+    assert info.value.path == path
+
+
+def test_run_without_events(tmp_path_factory):
+    run = make_run(tmp_path_factory, "synthetic", "mtl")
+    report = replay(run)
+    assert report.events == () and report.matched
+    np.testing.assert_array_equal(report.assignment, np.arange(12))
+
+
+def test_counterfactual_with_stored_values_reproduces_the_run(syn_similarity):
+    report = replay(syn_similarity, strategy="similarity", distance="auto", patience=1)
+    assert report.counterfactual
+    assert report.matched
+    assert {e.window for e in report.events} == {"recorded"}
+
+
+def test_counterfactual_threshold_extremes(syn_similarity):
+    first = replay(syn_similarity).events[0].recorded
+    none = replay(syn_similarity, threshold=0.0)  # every distance is > 0: nothing merges
+    assert none.events[0].result.n_entities_after == first.n_entities_before
+    assert not none.events[0].merges
+    # Later windows were summed over the recorded (merged) entities: the merge is forced.
+    assert none.events[1].window == "forced"
+    np.testing.assert_array_equal(
+        none.events[1].result.assignment_before, none.events[1].recorded.assignment_before
+    )
+    everything = replay(syn_similarity, threshold=2.0)  # every distance is <= 2: one group
+    assert everything.events[0].result.n_entities_after == 1
+    assert everything.n_groups == 1
+    later = everything.events[1]
+    assert later.window == "summed"
+    want = later.recorded.summed.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(later.result.summed[0], want, rtol=1e-12, atol=1e-15)
+
+
+def test_counterfactual_without_chain_uses_recorded_inputs(syn_similarity):
+    report = replay(syn_similarity, threshold=0.0, chain=False)
+    for e in report.events:
+        assert e.window == "recorded"
+        np.testing.assert_array_equal(e.result.assignment_before, e.recorded.assignment_before)
+        assert e.result.n_entities_after == e.recorded.n_entities_before
+
+
+def test_bad_overrides_are_refused(syn_similarity):
+    with pytest.raises(TypeError, match="treshold"):
+        replay(syn_similarity, treshold=0.3)
+    with pytest.raises(ConfigError, match="strategy"):
+        replay(syn_similarity, strategy="nope")
+
+
+def test_sweep_thresholds(syn_similarity):
+    grid = [0.0, 0.3, 0.6, 0.9, 1.2, 2.0]
+    df = sweep_thresholds(syn_similarity, grid)
+    assert list(df.columns) == [
+        "threshold",
+        "event",
+        "step",
+        "n_groups",
+        "window",
+        "forced",
+        "final",
+    ]
+    assert len(df) == len(grid) * 3
+    first = df[df.event == 0].sort_values("threshold")
+    assert first.n_groups.iloc[0] == 12 and first.n_groups.iloc[-1] == 1
+    assert np.all(np.diff(first.n_groups.to_numpy()) <= 0)  # a higher cut never splits
+    assert df.groupby("threshold").final.sum().eq(1).all()
+
+
+def test_join_partitions():
+    a = np.array([0, 0, 1, 2, 3])
+    b = np.array([0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(join_partitions(a, b), [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(join_partitions(a, a), a)
