@@ -7,11 +7,17 @@ load on first use of a name::
     from selective_sharing.analysis import load_run, replay, explain
     report = replay("runs/synthetic/ss_similarity/seed0")
     assert report.matched
+
+The functions ``replay`` and ``explain`` share their names with the submodules that define
+them; the package attribute is always the function (importing a submodule does not replace
+it). Reach the submodules with ``from selective_sharing.analysis.replay import ...``.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 _EXPORTS = {
@@ -71,3 +77,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``analysis.replay`` (and ``explain``) the function when the import system binds
+    the submodule of the same name onto the package after importing it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _WHERE.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -196,8 +196,15 @@ def _numbers_one(run: RunLike, k: int, cv: int) -> pd.DataFrame:
 
 
 def figure6_numbers(runs: Sequence[RunLike], *, k: int = 10, cv: int = 5) -> pd.DataFrame:
-    """The numbers behind Figure 6: one row per (run, task); columns in the module docstring."""
-    return pd.concat([_numbers_one(run, k, cv) for run in runs], ignore_index=True)
+    """The numbers behind Figure 6: one row per (run, task); columns in the module docstring.
+
+    BLAS/OpenMP run on one thread: the fits are tiny and extra threads cost far more than they
+    give (7x slower measured on a busy 2-core machine).
+    """
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    with threadpool_limits(limits=1):
+        return pd.concat([_numbers_one(run, k, cv) for run in runs], ignore_index=True)
 
 
 def summarize_figure6(numbers: pd.DataFrame) -> pd.DataFrame:

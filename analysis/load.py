@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,25 +38,61 @@ class BrokenRunWarning(UserWarning):
     """Some runs given to :func:`load_runs` could not be loaded; the message lists them."""
 
 
-def _open_lazy(path: Path, kind: str) -> xr.Dataset:
-    """Open a store file backed by dask (arrays read on demand); header and schema checked now.
+_READ_LOCK = threading.Lock()  # HDF5 is not thread-safe: dask workers read one at a time
 
-    Corruption inside array data is only found when the data is computed.
-    """
+
+def _read_variable(path: str, name: str) -> np.ndarray:
+    """Read one variable (open, read, close): no file handle outlives the read."""
+    with _READ_LOCK:
+        try:
+            with xr.open_dataset(path, engine="netcdf4") as ds:
+                return ds[name].values
+        except Exception as exc:
+            raise StoreError(path, f"cannot read {name!r} ({type(exc).__name__}: {exc})") from exc
+
+
+def _header(path: Path, kind: str) -> xr.Dataset:
+    """Open a store file without reading its arrays; schema and kind checked."""
     if not path.is_file():
         raise StoreError(path, "no such file")
     try:
-        ds = xr.open_dataset(path, engine="netcdf4", chunks={})
+        ds = xr.open_dataset(path, engine="netcdf4")
     except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError, ...
         raise StoreError(
             path, f"truncated or corrupted NetCDF ({type(exc).__name__}: {exc})"
         ) from exc
-    check_version(path, ds.attrs.get("schema_version"))
-    if ds.attrs.get("store_kind") != kind:
-        raise StoreError(
-            path, f"store_kind {ds.attrs.get('store_kind')!r} found, expected {kind!r}"
-        )
+    try:
+        check_version(path, ds.attrs.get("schema_version"))
+        if ds.attrs.get("store_kind") != kind:
+            found = ds.attrs.get("store_kind")
+            raise StoreError(path, f"store_kind {found!r} found, expected {kind!r}")
+    except StoreError:
+        ds.close()
+        raise
     return ds
+
+
+def _open_lazy(path: Path, kind: str) -> xr.Dataset:
+    """A store file as a dask-backed dataset: header and schema checked now, arrays read later.
+
+    Each variable is read by its own open-read-close when computed, instead of through a file
+    handle kept open by xarray's file cache: such handles are closed by the garbage collector
+    from whichever thread runs it, which crashed HDF5 (segfault) while another thread read.
+    Corruption inside array data is only found (as a StoreError naming the file) at compute.
+    """
+    import dask
+    import dask.array as da
+
+    with _READ_LOCK, _header(path, kind) as ds:
+        variables = {}
+        for name, var in ds.data_vars.items():
+            data = dask.delayed(_read_variable, pure=True)(str(path), name)
+            lazy = da.from_delayed(data, shape=var.shape, dtype=var.dtype, name=f"{path}:{name}")
+            variables[name] = xr.Variable(var.dims, lazy, dict(var.attrs))
+        coords = {k: ds[k].variable.load().copy() for k in ds.coords}
+        out = xr.Dataset(variables, coords=coords, attrs=dict(ds.attrs))
+    out.encoding["source"] = str(path)
+    return out
 
 
 def _open(path: Path, kind: str, lazy: bool) -> xr.Dataset:
@@ -133,8 +170,9 @@ def run_coords(manifest: dict, run_dir: RunLike) -> dict[str, object]:
 def find_runs(paths: RunLike | Iterable[RunLike]) -> list[Path]:
     """Expand run paths: globs are expanded; a folder without a manifest is searched for runs.
 
-    Returns the run directories sorted (a path that matches nothing is kept, so that loading it
-    reports the problem instead of silently dropping it).
+    Returns the run directories in the order given (glob matches and runs found in a folder
+    sorted), without duplicates. A path that matches nothing is kept, so that loading it
+    reports the problem instead of silently dropping it.
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     found: list[Path] = []
@@ -146,7 +184,7 @@ def find_runs(paths: RunLike | Iterable[RunLike]) -> list[Path]:
                 found.extend(sorted(p.parent for p in match.rglob("manifest.json")))
             else:
                 found.append(match)
-    return sorted(dict.fromkeys(found))
+    return list(dict.fromkeys(found))
 
 
 def _one_run(run_dir: Path, lazy: bool) -> tuple[dict, xr.Dataset, xr.Dataset | None]:

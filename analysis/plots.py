@@ -257,8 +257,13 @@ def draw_run_figures(
     formats: Sequence[str] = ("png", "pdf"),
     embedding: str = "pca",
     max_events: int | None = None,
+    sweep: bool = True,
 ) -> list[Path]:
-    """Draw every per-run figure into ``out_dir``; returns the written paths."""
+    """Draw every per-run figure into ``out_dir``; returns the written paths.
+
+    ``max_events`` limits the per-event figures (distances, factor space) to the first events;
+    ``sweep=False`` skips the threshold sweep (it replays every event 21 times).
+    """
     tree = run if isinstance(run, xr.DataTree) else load_run(run, activations=False)
     figures = {"timeline": plot_grouping_timeline(tree)}
     if "history" in tree.children:
@@ -268,7 +273,7 @@ def draw_run_figures(
     for i in range(n_events if max_events is None else min(n_events, max_events)):
         figures[f"distances_event_{i:03d}"] = plot_event_distances(tree, i)
         figures[f"factor_space_event_{i:03d}"] = plot_factor_space(tree, i, embedding)
-    if n_events:
+    if n_events and sweep:
         figures["threshold_sweep"] = plot_threshold_sweep(tree)
     paths = []
     for name, fig in figures.items():

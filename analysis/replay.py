@@ -104,7 +104,12 @@ class EventReplay:
 
 @dataclass(frozen=True)
 class ReplayReport:
-    """Outcome of :func:`replay`. ``matched`` is True only when every event matched."""
+    """Outcome of :func:`replay`. ``matched`` is True only when every event matched.
+
+    ``written_by`` holds the manifest's ``git_revision`` and package ``versions``: an exact
+    replay needs the decision-rule code that wrote the run, so mismatches in the outputs of
+    every event (not in one field of one event) usually mean that code has changed since.
+    """
 
     run: str
     task_names: tuple[str, ...]
@@ -114,6 +119,7 @@ class ReplayReport:
     events: tuple[EventReplay, ...]
     initial_assignment: np.ndarray
     seconds: float = field(default=0.0, compare=False)
+    written_by: dict = field(default_factory=dict, compare=False)
 
     @property
     def counterfactual(self) -> bool:
@@ -157,6 +163,12 @@ class ReplayReport:
                 f"{e.result.n_entities_after} entities [{e.window}]{bad}"
             )
         lines.append(f"final groups: {self.groups()}")
+        if not self.matched and not self.counterfactual:
+            lines.append(
+                f"note: the run was written at git revision {self.written_by.get('git_revision')}"
+                f" with {self.written_by.get('versions')}; replay with that code if the "
+                "decision rule has changed since"
+            )
         return "\n".join(lines)
 
 
@@ -251,22 +263,17 @@ def _replay_decoded(
             summed, assign, rec.streak_before if streak is None else streak, config
         )
         bad = compare_events(new, rec) + ([] if changes else chain_problems(rec, prev))
-        replayed.append(
-            EventReplay(
-                meta["index"],
-                meta["step"],
-                not bad,
-                tuple(bad),
-                merges_of(new, names),
-                window,
-                new,
-                rec,
-            )
+        merges = merges_of(new, names)
+        event = EventReplay(
+            meta["index"], meta["step"], not bad, tuple(bad), merges, window, new, rec
         )
+        replayed.append(event)
         prev, state, streak = rec, new.assignment_after, new.streak_after
     initial = decoded[0][0].assignment_before if decoded else _initial(manifest, len(names))
+    written = {k: manifest.get(k) for k in ("git_revision", "versions")}
+    seconds = time.perf_counter() - start
     return ReplayReport(
-        name, names, config, changes, chain, tuple(replayed), initial, time.perf_counter() - start
+        name, names, config, changes, chain, tuple(replayed), initial, seconds, written
     )
 
 
@@ -295,7 +302,7 @@ def sweep_thresholds(
     ----------
     run : path-like or DataTree
     thresholds : iterable of float, optional
-        Values in [0, 2]; default 41 points from 0 to the largest recorded distance.
+        Values in [0, 2]; default 21 points from 0 to the largest recorded distance.
     strategy, distance : str, optional
         Default: the stored ones (``kmeans`` ignores the threshold).
     chain : bool
@@ -314,7 +321,7 @@ def sweep_thresholds(
     manifest, decoded = read_events(run)
     if thresholds is None:
         top = max((float(np.max(d)) for r, _ in decoded for d in r.distances.values()), default=1.0)
-        thresholds = np.linspace(0.0, min(top, 2.0), 41)
+        thresholds = np.linspace(0.0, min(top, 2.0), 21)
     rows = []
     for thr in thresholds:
         changes = _changes(strategy, distance, float(thr), {})

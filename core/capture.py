@@ -4,16 +4,27 @@ The signal of a step is already in ``.grad`` after the one backward pass: captur
 (an in-place add), never another backward pass. Steps are summed per bin; a bin is projected to
 ``sketch_dim`` by the fixed seeded sketch only when it closes (projection is linear, so
 projecting the bin's sum equals summing the projections), keeping the per-step cost at one add.
+
+The projection is the one of :func:`.grouping.sketch.make_sketcher` (same seed, same matrix or
+buckets), applied with torch: on torch's threads, beside the training step, instead of numpy's
+BLAS threads, which on a busy machine spin-wait against torch's and made a flush cost 100x its
+arithmetic. Projections are built once per (size, seed) and reused by later windows.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import torch
 
-from .grouping.sketch import make_sketcher
+from .grouping.sketch import (
+    DENSE_MAX_ENTRIES,
+    KINDS,
+    countsketch_params,
+    dense_projection,
+)
 from .model import MTLNet
 
 
@@ -33,6 +44,21 @@ def entity_grad_norms(model: MTLNet) -> torch.Tensor:
     return sq.sqrt()
 
 
+@functools.lru_cache(maxsize=4)
+def _projection(n_in: int, sketch_dim: int, seed: int, kind: str
+                ) -> tuple[str, torch.Tensor, torch.Tensor | None]:
+    """``(kind, matrix (n_in, sketch_dim), None)`` or ``(kind, bucket (n_in,), sign (n_in,))``;
+    shared between windows, never modified."""
+    if kind not in KINDS:
+        raise ValueError(f"invalid sketch_kind={kind!r}: sketch_kind must be one of {list(KINDS)}")
+    if kind == "auto":
+        kind = "dense" if n_in * sketch_dim <= DENSE_MAX_ENTRIES else "countsketch"
+    if kind == "dense":
+        return kind, torch.from_numpy(dense_projection(n_in, sketch_dim, seed)), None
+    bucket, sign = countsketch_params(n_in, sketch_dim, seed)
+    return kind, torch.from_numpy(bucket), torch.from_numpy(sign)
+
+
 class GradientWindow:
     """Sum of the signal since the window started, plus ``n_bins`` sketched partial sums.
 
@@ -41,14 +67,16 @@ class GradientWindow:
     n_entities, signal_shape : the signal is (n_entities, *signal_shape).
     window_len : steps until the window's event; step i of the window goes to bin
         ``i * n_bins // window_len``.
-    sketch_dim, sketch_seed, sketch_kind : the fixed random projection (rebuildable from the seed).
+    sketch_dim, sketch_seed, sketch_kind : the fixed random projection (rebuildable from the seed
+        with :func:`.grouping.sketch.make_sketcher`).
     """
 
     def __init__(self, n_entities: int, signal_shape: tuple[int, int], window_len: int,
                  n_bins: int, sketch_dim: int, sketch_seed: int, sketch_kind: str = "auto"):
-        self.window_len, self.n_bins = window_len, n_bins
+        self.window_len, self.n_bins, self.sketch_dim = window_len, n_bins, sketch_dim
         n_in = int(np.prod(signal_shape))
-        self.sketch = make_sketcher(n_in, sketch_dim, sketch_seed, kind=sketch_kind)
+        self.sketch_kind, self._proj, self._sign = _projection(n_in, sketch_dim, sketch_seed,
+                                                               sketch_kind)
         self.summed = torch.zeros(n_entities, *signal_shape)
         self.acc = torch.zeros(n_entities, *signal_shape)
         self.bins = np.zeros((n_entities, n_bins, sketch_dim), dtype=np.float32)
@@ -64,9 +92,15 @@ class GradientWindow:
         self.i += 1
 
     def _flush(self) -> None:
-        flat = self.acc.reshape(self.acc.shape[0], -1).numpy()
-        self.bins[:, self.bin] += np.asarray(self.sketch(flat), dtype=np.float32)
         self.summed.add_(self.acc)
+        flat = self.acc.view(self.acc.shape[0], -1)
+        with torch.no_grad():
+            if self._sign is None:
+                proj = flat @ self._proj
+            else:  # count-sketch; acc is zeroed below, so it is signed in place (no temporary)
+                flat.mul_(self._sign)
+                proj = torch.zeros(flat.shape[0], self.sketch_dim).index_add_(1, self._proj, flat)
+        self.bins[:, self.bin] += proj.numpy()
         self.acc.zero_()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:

@@ -80,6 +80,6 @@ def task_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
         elem = torch.where(rank, rank_mse_weight * (pred[:, 0] - y) ** 2, elem)
     losses = _per_task_mean(elem, t_idx, n_tasks)
     if rank.any():
-        idx = torch.flatnonzero(rank) if hasattr(torch, "flatnonzero") else rank.nonzero()[:, 0]
+        idx = rank.nonzero()[:, 0]
         losses = losses + pairwise_rank_loss(pred[idx, 0], y[idx], t_idx[idx], n_tasks)
     return losses

@@ -121,9 +121,19 @@ def evaluate(trainer: Any) -> dict[str, np.ndarray]:
 
 
 def probe_index(data: Any, size: int) -> np.ndarray:
+    """The fixed probe set: ``extras["probe_index"]`` if the dataset gives one, else test
+    samples taken round-robin over each sample's first labelled task, so that "one dataset per
+    task" data (each sample labelled for one task) gets probes of every task, and multi-output
+    data gets simply the first ``size`` test samples."""
     if "probe_index" in data.extras:
         return np.asarray(data.extras["probe_index"], dtype=np.int64)
-    return np.arange(min(size, data.x_test.shape[0]), dtype=np.int64)
+    first = np.argmax(data.m_test, axis=1)
+    rank = np.zeros_like(first)
+    for t in np.unique(first):
+        sel = np.flatnonzero(first == t)
+        rank[sel] = np.arange(sel.size)
+    order = np.lexsort((np.arange(first.size), first, rank))
+    return np.sort(order[:size]).astype(np.int64)
 
 
 def saliency(model: Any, x: torch.Tensor, n_tasks: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _free_bytes(directory: Path) -> int | str:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return "unknown"
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp)`` on a temp file beside ``path``, fsync it, rename it over ``path``.
 
@@ -154,6 +162,15 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
         with open(tmp, "r+b") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except StoreError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except (OSError, RuntimeError) as err:  # netCDF4 reports HDF5 I/O failures as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise StoreError(path, f"could not be written ({type(err).__name__}: {err}; "
+                         f"{_free_bytes(path.parent)} bytes free on that disk); the previous "
+                         "version, if any, is intact: free space or fix permissions and "
+                         "--resume") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

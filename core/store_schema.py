@@ -189,7 +189,7 @@ EVENT_ATTRS = (
 _EVENT_FIELDS = tuple(n for n in EVENT_VARS if n not in ("bins", "distances", "silhouettes"))
 
 
-class StoreError(Exception):
+class StoreError(RuntimeError):
     """A store file is missing, truncated, corrupted, of another schema version or inconsistent.
 
     The message always starts with the file's path; ``path`` and ``problem`` are attributes.

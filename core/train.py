@@ -139,7 +139,7 @@ class Trainer:
                              self.cfg.train.rank_mse_weight)
         total = losses.sum()
         if not torch.isfinite(total):
-            bad = int(torch.flatnonzero(~torch.isfinite(losses))[0])
+            bad = int(torch.nonzero(~torch.isfinite(losses))[0, 0])
             raise TrainingError(f"non-finite loss at step {self.step} for task "
                                 f"{self.data.task_names[bad]!r} (loss={losses[bad].item()}); "
                                 "lower train.lr or check the task's targets")
@@ -257,7 +257,7 @@ def train(config: RunConfig, *, data: Any = None, resume: bool = False, progress
         if prepare_run_dir(run_dir, resume) == "complete":
             return run_dir  # --resume of a finished run: nothing to do
         if resume:
-            store.update_manifest(run_dir, status="running")
+            store.update_manifest(run_dir, status="running", error=None)
         else:
             store.write_manifest(run_dir, new_manifest(config, data))
         try:
@@ -271,7 +271,11 @@ def train(config: RunConfig, *, data: Any = None, resume: bool = False, progress
             write_activations(trainer, "final")
             finish_run(trainer)
         except BaseException as err:
-            store.update_manifest(run_dir, status="failed", error=f"{type(err).__name__}: {err}")
+            try:
+                store.update_manifest(run_dir, status="failed",
+                                      error=f"{type(err).__name__}: {err}")
+            except Exception as note:  # e.g. the disk is full: keep the original error on top
+                err.add_note(f"(could not mark {run_dir} as failed either: {note})")
             raise
     return run_dir
 

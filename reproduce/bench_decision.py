@@ -1,12 +1,14 @@
 """Decision latency of one grouping event (DESIGN section 7: "139 entities in milliseconds").
 
-Times ``grouping_event`` (median of 5 after one warm-up) on random ``(E, 64, 128)`` summed
-gradients with planted structure: 5 groups, each a random rank-2 matrix scaled per entity, plus
-Gaussian noise. Prints one row per E with the wall time (median and min), the process CPU time (median; the
-event runs on one thread, so on a busy shared machine this is the honest cost), the groups found
-and their adjusted Rand index against the planted groups.
+Times ``grouping_event`` (median of ``repeats`` after one warm-up) on random ``(E, 64, 128)``
+summed gradients with planted structure: 5 groups, each a random rank-2 matrix scaled per
+entity, plus Gaussian noise. Reports the wall time (median and min), the process CPU time
+(median; the event runs on one thread, so on a busy shared machine this is its honest cost),
+the groups found and their adjusted Rand index against the planted groups.
 
     python reproduce/bench_decision.py [--strategy similarity] [--repeats 5]
+
+``reproduce/bench.py`` imports :func:`decision_latency` for its decision rows.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 import numpy as np
 from selective_sharing.core.grouping import GroupingConfig, grouping_event
 from sklearn.metrics import adjusted_rand_score
+
+ENTITIES = (10, 40, 139, 500)
 
 
 def planted(n_entities: int, seed: int, n_groups: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -29,30 +33,47 @@ def planted(n_entities: int, seed: int, n_groups: int = 5) -> tuple[np.ndarray, 
     return (bases[truth] * scale + 0.5 * noise).astype(np.float32), truth
 
 
+def time_event(n_entities: int, config: GroupingConfig, repeats: int) -> dict[str, float]:
+    """``{wall_s, wall_min_s, cpu_s, groups, ari, chosen}`` of one event on planted inputs."""
+    summed, truth = planted(n_entities, seed=n_entities)
+    assignment = np.arange(n_entities)
+    result = grouping_event(summed, assignment, None, config)  # warm-up
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = grouping_event(summed, assignment, None, config)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    found = result.assignment_after
+    return {
+        "wall_s": float(np.median(wall)),
+        "wall_min_s": float(min(wall)),
+        "cpu_s": float(np.median(cpu)),
+        "groups": int(found.max()) + 1,
+        "ari": float(adjusted_rand_score(truth, found)),
+        "chosen": result.chosen_distance,
+    }
+
+
+def decision_latency(
+    entities: tuple[int, ...] = ENTITIES, repeats: int = 5, strategy: str = "similarity"
+) -> dict[int, dict[str, float]]:
+    """:func:`time_event` for each number of entities."""
+    config = GroupingConfig(strategy=strategy)
+    return {e: time_event(e, config, repeats) for e in entities}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategy", default="similarity")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    config = GroupingConfig(strategy=args.strategy)
-    print(f"strategy={args.strategy} distance={config.distance}, median of {args.repeats}")
+    print(f"strategy={args.strategy}, median of {args.repeats}")
     print(f"{'E':>5} {'median ms':>10} {'min ms':>8} {'cpu ms':>8} {'groups':>7} {'ARI':>6} chosen")
-    for n_entities in (10, 40, 139, 500):
-        summed, truth = planted(n_entities, seed=n_entities)
-        assignment = np.arange(n_entities)
-        result = grouping_event(summed, assignment, None, config)  # warm-up
-        times, cpu = [], []
-        for _ in range(args.repeats):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            result = grouping_event(summed, assignment, None, config)
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-        found = result.assignment_after
+    for n_entities, r in decision_latency(repeats=args.repeats, strategy=args.strategy).items():
         print(
-            f"{n_entities:>5} {1e3 * np.median(times):>10.1f} {1e3 * min(times):>8.1f} "
-            f"{1e3 * np.median(cpu):>8.1f} "
-            f"{found.max() + 1:>7} {adjusted_rand_score(truth, found):>6.2f} "
-            f"{result.chosen_distance}"
+            f"{n_entities:>5} {1e3 * r['wall_s']:>10.1f} {1e3 * r['wall_min_s']:>8.1f} "
+            f"{1e3 * r['cpu_s']:>8.1f} {r['groups']:>7} {r['ari']:>6.2f} {r['chosen']}"
         )
 
 

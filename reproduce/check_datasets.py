@@ -8,7 +8,9 @@ Usage::
     python reproduce/check_datasets.py --methods stl mtl_full ss_variance ss_kmeans --seeds 0
 
 Columns: dataset, method, seed, wall s (the whole run: data, training, evaluation, store
-writes), train s (the training loop alone, from metrics.nc), the dataset's main metric, the
+writes), cpu s (this process's CPU time for the same span: with one thread, about the wall time
+the run would take on an idle core, since the machine is shared), train s (the training loop
+alone, from metrics.nc), the dataset's main metric, the
 adjusted Rand index of the final groups against the true ones (``-`` where a dataset has none)
 and the number of groups. ``--events`` adds, per grouping event, the distance that ``auto``
 chose and both silhouettes, which is what decides whether the image groups are recovered.
@@ -26,29 +28,49 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from selective_sharing.core import store
 from selective_sharing.core.config import METHODS, make_config
 
 DATASETS = ("synthetic", "school", "computer", "mnist_context", "shapes_context")
-HEADER = ("dataset", "method", "seed", "wall s", "train s", "metric", "main", "ARI", "groups")
+HEADER = (
+    "dataset",
+    "method",
+    "seed",
+    "wall s",
+    "cpu s",
+    "train s",
+    "metric",
+    "main",
+    "ARI",
+    "groups",
+)
 
 
-def run_one(dataset: str, method: str, seed: int, profile: str, out: Path,
-            overrides: dict[str, str]) -> dict[str, object]:
+def run_one(
+    dataset: str, method: str, seed: int, profile: str, out: Path, overrides: dict[str, str]
+) -> dict[str, object]:
     """Train one run into ``out`` and return its table row as a dict."""
     from selective_sharing.core.train import train
 
     config = make_config(dataset, method, seed, profile, overrides, out=str(out))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run_dir = train(config, progress=False)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     metrics = store.read_metrics(run_dir)
     ari = float(metrics["adjusted_rand_index"]) if "adjusted_rand_index" in metrics else None
-    return {"dataset": dataset, "method": method, "seed": seed, "wall s": wall,
-            "train s": float(metrics["wall_time_s"]), "metric": metrics.attrs["main_metric"],
-            "main": float(metrics["main"]), "ARI": ari, "groups": int(metrics["n_groups"]),
-            "events": event_summaries(run_dir)}
+    return {
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "wall s": wall,
+        "cpu s": cpu,
+        "train s": float(metrics["wall_time_s"]),
+        "metric": metrics.attrs["main_metric"],
+        "main": float(metrics["main"]),
+        "ARI": ari,
+        "groups": int(metrics["n_groups"]),
+        "events": event_summaries(run_dir),
+    }
 
 
 def event_summaries(run_dir: Path) -> list[str]:
@@ -56,20 +78,32 @@ def event_summaries(run_dir: Path) -> list[str]:
     lines = []
     for path in store.list_events(run_dir):
         ev = store.read_event(path)
-        sil = ", ".join(f"{str(d)}={float(s):.3f}"
-                        for d, s in zip(ev["distance"].values, ev["silhouettes"].values))
-        lines.append(f"step {int(ev.attrs['step'])}: chose {ev.attrs.get('chosen_distance')}"
-                     f" (silhouettes {sil}), entities {int(ev.attrs['n_entities_before'])}"
-                     f" -> {int(ev.attrs['n_entities_after'])}")
+        sil = ", ".join(
+            f"{d!s}={float(s):.3f}" for d, s in zip(ev["distance"].values, ev["silhouettes"].values)
+        )
+        lines.append(
+            f"step {int(ev.attrs['step'])}: chose {ev.attrs.get('chosen_distance')}"
+            f" (silhouettes {sil}), entities {int(ev.attrs['n_entities_before'])}"
+            f" -> {int(ev.attrs['n_entities_after'])}"
+        )
         ev.close()
     return lines
 
 
 def format_row(row: dict[str, object]) -> list[str]:
     ari = "-" if row["ARI"] is None else f"{row['ARI']:.3f}"
-    return [str(row["dataset"]), str(row["method"]), str(row["seed"]), f"{row['wall s']:.1f}",
-            f"{row['train s']:.1f}", str(row["metric"]), f"{row['main']:.4f}", ari,
-            str(row["groups"])]
+    return [
+        str(row["dataset"]),
+        str(row["method"]),
+        str(row["seed"]),
+        f"{row['wall s']:.1f}",
+        f"{row['cpu s']:.1f}",
+        f"{row['train s']:.1f}",
+        str(row["metric"]),
+        f"{row['main']:.4f}",
+        ari,
+        str(row["groups"]),
+    ]
 
 
 def format_table(rows: Sequence[dict[str, object]]) -> str:
@@ -83,16 +117,21 @@ def format_table(rows: Sequence[dict[str, object]]) -> str:
 
 def summary(rows: Sequence[dict[str, object]]) -> str:
     """Mean main metric, ARI and wall time per (dataset, method) over seeds."""
-    keys = sorted({(r["dataset"], r["method"]) for r in rows}, key=lambda k: (
-        DATASETS.index(k[0]) if k[0] in DATASETS else len(DATASETS), k[1]))
+    keys = sorted(
+        {(r["dataset"], r["method"]) for r in rows},
+        key=lambda k: (DATASETS.index(k[0]) if k[0] in DATASETS else len(DATASETS), k[1]),
+    )
     out = ["", "mean over seeds:"]
     for ds, method in keys:
         sel = [r for r in rows if (r["dataset"], r["method"]) == (ds, method)]
         aris = [r["ARI"] for r in sel if r["ARI"] is not None]
         ari = f"  ARI {np.mean(aris):.3f} (min {np.min(aris):.3f})" if aris else ""
-        out.append(f"  {ds:15s} {method:14s} {sel[0]['metric']} "
-                   f"{np.mean([r['main'] for r in sel]):.4f}{ari}"
-                   f"  wall {np.mean([r['wall s'] for r in sel]):.1f} s  (n={len(sel)})")
+        out.append(
+            f"  {ds:15s} {method:14s} {sel[0]['metric']} "
+            f"{np.mean([r['main'] for r in sel]):.4f}{ari}"
+            f"  wall {np.mean([r['wall s'] for r in sel]):.1f} s"
+            f"  cpu {np.mean([r['cpu s'] for r in sel]):.1f} s  (n={len(sel)})"
+        )
     return "\n".join(out)
 
 
@@ -103,8 +142,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--profile", default="quick", choices=("quick", "full"))
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value for every run (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value for every run (repeatable)",
+    )
     p.add_argument("--out", default=None, help="keep the run stores here (default: temporary)")
     p.add_argument("--events", action="store_true", help="print each run's grouping events")
     return p.parse_args(argv)

@@ -35,7 +35,6 @@ def test_exact_replay_synthetic(tmp_path_factory, method):
     np.testing.assert_array_equal(report.assignment, final)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", SS_METHODS)
 def test_exact_replay_image(tmp_path_factory, method):
     run = make_run(tmp_path_factory, IMAGE_DATASET, method)

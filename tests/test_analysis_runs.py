@@ -17,7 +17,9 @@ from selective_sharing.core.config import METHODS
 SS_METHODS = [m for m in METHODS if m.startswith("ss_")]
 IMAGE_DATASET = "mnist_context"
 
-# Small enough to train in about a second of CPU each, large enough for several events.
+# Small enough to train in about a second of CPU each, large enough for several events. The
+# synthetic runs pin min_silhouette so that ss_similarity merges some tasks and not others
+# (the tests need both kinds of pair) whatever the default becomes.
 OVERRIDES = {
     "synthetic": {
         "train.steps": 40,
@@ -28,6 +30,7 @@ OVERRIDES = {
         "n_groups": 3,
         "sketch_dim": 32,
         "window_bins": 8,
+        "min_silhouette": 0.1,
         "train.threads": 1,
     },
     IMAGE_DATASET: {
@@ -69,3 +72,6 @@ def test_synthetic_runs_have_several_events(tmp_path_factory, method):
     manifest = store.read_manifest(run)
     assert manifest["status"] == "complete"
     assert len(store.list_events(run)) == 3  # events at steps 10, 20, 30 of 40
+    if method == "ss_similarity":  # explain() needs merged and never-merged pairs
+        n_groups = int(store.read_metrics(run)["n_groups"])
+        assert 1 < n_groups < 12

@@ -123,3 +123,16 @@ def test_multiclass_uses_only_the_tasks_classes() -> None:
     losses = task_losses(pred, torch.tensor([1.0]), torch.tensor([0]),
                          torch.tensor([TYPE_CODES["multiclass"]]), torch.tensor([2]), 0.5)
     torch.testing.assert_close(losses, torch.tensor([np.log(2.0)], dtype=torch.float32))
+
+
+def test_probe_set_covers_every_task_of_one_dataset_per_task_data() -> None:
+    from types import SimpleNamespace
+
+    from selective_sharing.core.runinfo import probe_index
+
+    m = np.zeros((12, 3), bool)
+    m[:6, 0], m[6:9, 1], m[9:, 2] = True, True, True
+    probes = probe_index(SimpleNamespace(extras={}, m_test=m), 6)
+    np.testing.assert_array_equal(probes, [0, 1, 6, 7, 9, 10])
+    dense = probe_index(SimpleNamespace(extras={}, m_test=np.ones((10, 4), bool)), 5)
+    np.testing.assert_array_equal(dense, np.arange(5))

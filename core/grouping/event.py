@@ -18,12 +18,12 @@ from scipy.spatial.distance import squareform
 from .clustering import pooled_kmeans, single_threaded
 from .config import GroupingConfig
 from .distances import finalize_distances
-from .factorize import factorize
+from .factorize import clean_summed, factorize_clean
 from .guards import apply_guards
 from .hysteresis import apply_patience, update_streak
 from .partition import canonical, compose
 from .registry import DISTANCES, STRATEGIES
-from .silhouette import best_cut
+from .silhouette import best_cut, reuse_cuts
 from .types import EventResult
 
 
@@ -127,8 +127,8 @@ def _choose_distance(
 
 def _decide(stored, a, streak_before, config: GroupingConfig) -> EventResult:
     sizes = np.bincount(a, minlength=stored.shape[0]).astype(np.int64)
-    sv, factors, degenerate = factorize(stored, config.rank)
-    clean = np.where(degenerate[:, None, None], 0.0, stored.astype(np.float64))
+    clean, degenerate, norms = clean_summed(stored)  # the one float64 copy of the window
+    sv, factors = factorize_clean(clean, degenerate, norms, config.rank)
     distances, silhouettes, chosen = _choose_distance(clean, factors, sv, degenerate, config, sizes)
     k, k_labels, membership = pooled_kmeans(
         factors, sv, max_k=config.kmeans_max_k, seed=config.seed
@@ -195,5 +195,5 @@ def grouping_event(
         raise TypeError(f"config must be a GroupingConfig, got {type(config).__name__}")
     stored = np.array(summed, copy=True)  # the caller may reuse its window buffer
     a, streak_before = _check_inputs(stored, assignment, streak)
-    with single_threaded():
+    with single_threaded(), reuse_cuts():
         return _decide(stored, a, streak_before, config)

@@ -69,6 +69,36 @@ def _top_factors(unit: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     return sigma, sign_canonical(vecs)
 
 
+def clean_summed(summed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 copy of the summed gradients with degenerate entities zeroed, and the mask.
+
+    One copy, made in place afterwards: on a shared VM a fresh multi-megabyte temporary costs
+    about as much in page faults as the arithmetic on it.
+
+    Parameters
+    ----------
+    summed : (E, R, C) float
+
+    Returns
+    -------
+    clean : (E, R, C) float64
+        A new array; zero rows for degenerate entities.
+    degenerate : (E,) bool
+        Non-finite, or Frobenius norm <= ``DEGENERATE_RTOL * max(1, largest norm)``.
+    norms : (E,) float64
+        Frobenius norms (0 for non-finite entities).
+    """
+    x = np.asarray(summed)
+    finite = np.isfinite(x).all(axis=(1, 2))
+    clean = x.astype(np.float64, copy=True)
+    clean[~finite] = 0.0
+    norms = np.sqrt(np.einsum("erc,erc->e", clean, clean))
+    scale = max(1.0, float(norms.max(initial=0.0)))
+    degenerate = (~finite) | (norms <= DEGENERATE_RTOL * scale)
+    clean[degenerate] = 0.0
+    return clean, degenerate, norms
+
+
 def degenerate_mask(summed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Entities with a non-finite or (numerically) zero summed gradient.
 
@@ -82,12 +112,37 @@ def degenerate_mask(summed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     norms : (E,) float64
         Frobenius norms (0 for non-finite entities).
     """
-    x = np.asarray(summed, dtype=np.float64)
-    finite = np.isfinite(x).all(axis=(1, 2))
-    x = np.where(finite[:, None, None], x, 0.0)
-    norms = np.sqrt(np.einsum("erc,erc->e", x, x))
-    scale = max(1.0, float(norms.max(initial=0.0)))
-    return (~finite) | (norms <= DEGENERATE_RTOL * scale), norms
+    _, degenerate, norms = clean_summed(summed)
+    return degenerate, norms
+
+
+def _check(x: np.ndarray, rank: int) -> None:
+    if x.ndim != 3 or min(x.shape[1:], default=0) < 1:
+        raise ValueError(
+            f"summed must have shape (entity, row, col) with row, col >= 1, got {x.shape}"
+        )
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+        raise ValueError(f"invalid rank={rank!r}: rank must be a positive integer (e.g. 4)")
+
+
+def factorize_clean(
+    clean: np.ndarray, degenerate: np.ndarray, norms: np.ndarray, rank: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`factorize` on the outputs of :func:`clean_summed` (which it does not modify):
+    ``(singular_values (E, r), factors (E, r, C))``."""
+    _check(clean, rank)
+    n_ent, _, cols = clean.shape
+    singular_values = np.zeros((n_ent, rank))
+    factors = np.zeros((n_ent, rank, cols))
+    live = np.flatnonzero(~degenerate)
+    if live.size:
+        # Unit-norm scaling keeps the Gram matrices far from overflow/underflow at any scale.
+        unit = clean[live]  # a copy (fancy index), scaled in place
+        unit /= norms[live, None, None]
+        sigma, vecs = _top_factors(unit, rank)
+        singular_values[live, : sigma.shape[1]] = sigma * norms[live, None]
+        factors[live, : sigma.shape[1]] = vecs
+    return singular_values, factors
 
 
 def factorize(summed: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,21 +167,7 @@ def factorize(summed: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np
         outputs are zero, never NaN.
     """
     x = np.asarray(summed)
-    if x.ndim != 3 or min(x.shape[1:], default=0) < 1:
-        raise ValueError(
-            f"summed must have shape (entity, row, col) with row, col >= 1, got {x.shape}"
-        )
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-        raise ValueError(f"invalid rank={rank!r}: rank must be a positive integer (e.g. 4)")
-    n_ent, _, cols = x.shape
-    degenerate, norms = degenerate_mask(x)
-    singular_values = np.zeros((n_ent, rank))
-    factors = np.zeros((n_ent, rank, cols))
-    live = np.flatnonzero(~degenerate)
-    if live.size:
-        # Unit-norm scaling keeps the Gram matrices far from overflow/underflow at any scale.
-        unit = np.asarray(x[live], dtype=np.float64) / norms[live, None, None]
-        sigma, vecs = _top_factors(unit, rank)
-        singular_values[live, : sigma.shape[1]] = sigma * norms[live, None]
-        factors[live, : sigma.shape[1]] = vecs
+    _check(x, rank)
+    clean, degenerate, norms = clean_summed(x)
+    singular_values, factors = factorize_clean(clean, degenerate, norms, rank)
     return singular_values, factors, degenerate

@@ -251,7 +251,7 @@ class FaultChild:
             assert time.monotonic() < deadline, "child did not reach its fault point in time"
             if watch is not None:
                 _watch(run, watch, seen, statuses)
-            time.sleep(0.01)
+            time.sleep(0.02)
         return json.loads(self.marker.read_text())
 
     def kill(self) -> int:

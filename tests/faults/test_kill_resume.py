@@ -2,7 +2,7 @@
 
 Each trial trains the tiny run in a subprocess that stops at a fault point drawn with the
 trial's seed: in the middle of a step, or in one of the run's atomic writes (an event file, the
-checkpoint, or any store write: manifest, history, activations, metrics), before the rename,
+checkpoint, or another store file: manifest, history, activations, metrics), before the rename,
 with the temp file torn in half, or right after the rename. While the child trains, the parent
 polls the events directory; at the fault point it checks the directory as any reader sees it,
 delivers SIGKILL, checks again, and resumes (in-process, through the command line, or in a
@@ -10,15 +10,18 @@ second child that is killed again). Every trial must end identical to the uninte
 reference run.
 
 Trials 0 and 1 (a torn event write, a torn checkpoint write) run in the default suite; the
-other 14 are marked slow.
+other 10 are marked slow. Over the 12 trials every category meets every write mode, and
+every third trial kills the resumed run a second time (16 SIGKILLs in all).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from selective_sharing.core import store
 from selective_sharing.core.checkpoint import load_checkpoint
 from selective_sharing.core.runinfo import RunDirError
 
@@ -32,9 +35,9 @@ from .conftest import (
     train_tiny,
 )
 
-CATEGORIES = ("event", "checkpoint", "step", "any")
+CATEGORIES = ("event", "checkpoint", "step", "other")
 MODES = ("torn", "before", "after")
-N_TRIALS = 16
+N_TRIALS = 12
 QUICK = (0, 1)
 TRIALS = [t if t in QUICK else pytest.param(t, marks=pytest.mark.slow) for t in range(N_TRIALS)]
 
@@ -45,8 +48,12 @@ def plan(trial: int, ref: Reference) -> dict:
     category = CATEGORIES[trial % len(CATEGORIES)]
     if category == "step":
         return {"kind": "step", "at": int(rng.integers(0, TINY["train.steps"]))}
-    wanted = {"event": "events/", "checkpoint": "checkpoint.pt", "any": ""}[category]
-    points = [i for i, w in enumerate(ref.writes) if w.startswith(wanted)]
+    kinds = {
+        "event": ("events/",),
+        "checkpoint": ("checkpoint.pt",),
+        "other": ("manifest.json", "history.nc", "metrics.nc", "activations/"),
+    }
+    points = [i for i, w in enumerate(ref.writes) if w.startswith(kinds[category])]
     mode = MODES[(trial // len(CATEGORIES)) % len(MODES)]
     return {"kind": "write", "at": int(rng.choice(points)), "mode": mode}
 
@@ -108,9 +115,25 @@ def test_killed_run_resumes_to_the_reference(trial, reference, tmp_path) -> None
 def test_plan_covers_every_fault_category(reference) -> None:
     faults = [plan(t, reference) for t in range(N_TRIALS)]
     files = {reference.writes[f["at"]].split("/")[0] for f in faults if f["kind"] == "write"}
-    assert {"events", "checkpoint.pt"} <= files
+    assert {"events", "checkpoint.pt"} <= files and len(files) >= 4
     assert {f["mode"] for f in faults if f["kind"] == "write"} == set(MODES)
     assert sum(f["kind"] == "step" for f in faults) == N_TRIALS // len(CATEGORIES)
     # every write the reference made is a store file or the checkpoint, in a fixed order
     assert reference.writes[0] == "manifest.json" and reference.writes[-1] == "manifest.json"
     assert sum(w.startswith("events/") for w in reference.writes) == len(reference.events)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core fix pending: a resume (holding the run lock) should delete the hidden temp "
+    "files that killed writers left behind",
+)
+def test_resume_removes_the_temp_files_of_killed_writers(reference, tmp_path) -> None:
+    run = shutil.copytree(reference.run, tmp_path / "run")
+    store.update_manifest(run, status="running")
+    torn = [run / "events" / ".event_000003.nc.tmp-999999", run / ".checkpoint.pt.tmp-999999"]
+    for path in torn:  # what a writer killed mid-write leaves: a hidden, torn temp file
+        path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    train_tiny(run, resume=True)
+    assert_matches_reference(run, reference)
+    assert not [p for p in run.rglob(".*") if ".tmp-" in p.name]

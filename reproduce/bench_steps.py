@@ -1,0 +1,301 @@
+"""Step overhead of Selective Sharing and of the grouping baselines against ``mtl`` (issue 6).
+
+All trainers are built on the same synthetic data with the same model and stepped in turn,
+one step each, in one process, so the load of a shared machine falls on all of them alike:
+their *ratios* are what this measures. Per step it records the wall time (``perf_counter``) and
+the process CPU time, and the time spent in the parts that do not run on every step:
+
+- ``ss_similarity``: a window flush (every ``window_len / window_bins`` steps: a bin is sketched)
+  and the grouping event (every ``regroup_every`` steps: decision, merge, event file, history,
+  checkpoint, manifest). The event is timed as ``Trainer._event`` (the whole of it).
+- ``tag`` / ``cosine_groups``: the affinity recording (every ``affinity_every`` steps: one
+  backward pass per task, and for ``tag`` one lookahead forward pass per task).
+
+A method's cost per step, amortized, is ``median(steps without the rare part) + median(rare
+part) / its period``; ratio = that / the median ``mtl`` step. Grouping is kept from merging
+(``min_silhouette=1``: every event computes everything and merges nothing), so the model keeps
+its size and the ratio is the overhead before any merge (merges make later steps cheaper).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from selective_sharing.core import store
+from selective_sharing.core import train as train_module
+from selective_sharing.core.baselines import AffinityRecorder
+from selective_sharing.core.capture import GradientWindow
+from selective_sharing.core.config import make_config
+from selective_sharing.core.model import MTLNet
+from selective_sharing.core.runinfo import new_manifest
+from selective_sharing.core.train import Trainer
+from selective_sharing.datasets import load_dataset
+
+#: Estimator shapes: representation_dim and estimator_hidden, ~5k and ~500k parameters.
+SIZES = {
+    "5k": {"representation_dim": 64, "estimator_hidden": (64, 16)},
+    "500k": {"representation_dim": 128, "estimator_hidden": (512, 832)},
+}
+METHODS = ("mtl", "ss_similarity", "ss_countsketch", "tag", "cosine_groups")
+#: Extra config of the method names that are not config methods.
+VARIANTS = {"ss_countsketch": ("ss_similarity", {"sketch_kind": "countsketch"})}
+
+
+def _sparse_unbound(self: MTLNet, x: torch.Tensor, keys: torch.Tensor, batch: int
+                    ) -> torch.Tensor:
+    """``MTLNet._sparse`` with each estimator bank unbound once per step.
+
+    ``layer.one(z, e)`` indexes ``weight[e]`` per entity, and the backward of each index builds
+    a zero gradient the size of the whole bank: O(E^2 P) per step (T=40, P=500k: 2.3 s of
+    CPU per layer instead of 0.15 s). ``unbind`` gives the same values with one gradient
+    buffer. Proposed for core/model.py in issue 6; until it lands the benchmark applies it to
+    every method alike (``--as-is`` measures the code as it is).
+    """
+    ent, smp = keys // batch, keys % batch
+    shared = self.trunk.all(x)[:, 0] if self.trunk.copies == 1 else None
+    counts = torch.bincount(ent, minlength=self.n_entities).tolist()
+    banks = [(layer.weight.unbind(0), layer.bias.unbind(0)) for layer in self.estimators]
+    out, start = [], 0
+    for e, n in enumerate(counts):
+        if n == 0:
+            continue
+        rows = smp[start : start + n]
+        start += n
+        z = shared[rows] if shared is not None else self.trunk.one(x[rows], e)
+        for w, b in banks:
+            z = F.relu(F.linear(z, w[e], b[e]))
+        out.append(z)
+    return torch.cat(out)
+
+
+def patch_sparse_path() -> None:
+    """Use :func:`_sparse_unbound` for ``MTLNet._sparse`` (a no-op once model.py has it)."""
+    MTLNet._sparse = _sparse_unbound  # type: ignore[method-assign]
+
+
+def _flush_timer() -> list[tuple[float, float]]:
+    """Time (wall, cpu) every ``GradientWindow._flush`` (bin sketches) into the returned list."""
+    record: list[tuple[float, float]] = []
+    inner = GradientWindow._flush
+
+    def timed(self: GradientWindow) -> None:
+        record.append(_timed(lambda: inner(self)))
+
+    timed.__wrapped__ = inner  # type: ignore[attr-defined]
+    GradientWindow._flush = timed  # type: ignore[method-assign]
+    return record
+
+
+class _TimedRecorder:
+    """Wraps an AffinityRecorder; ``last`` is the (wall, cpu) time of its latest call."""
+
+    def __init__(self, inner: AffinityRecorder):
+        self.inner, self.last = inner, (0.0, 0.0)
+
+    def __call__(self, *args) -> None:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        self.inner(*args)
+        self.last = (time.perf_counter() - start, time.process_time() - start_cpu)
+
+
+def _timed(fn) -> tuple[float, float]:
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+@dataclass
+class Timings:
+    """Per-step wall/CPU seconds of one method and its rare part, with its period in steps."""
+
+    period: float = float("inf")
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    rare: list[float] = field(default_factory=list)
+    rare_cpu: list[float] = field(default_factory=list)
+    parts: list[dict[str, float]] = field(default_factory=list)
+    total: float = 0.0  # wall of the timed steps with everything in them (events included)
+    flushes: list[tuple[float, float]] = field(default_factory=list)  # (wall, cpu) per flush
+
+    def amortized(self, cpu: bool = False) -> float:
+        steps, rare = (self.cpu, self.rare_cpu) if cpu else (self.wall, self.rare)
+        return float(np.median(steps)) + (float(np.median(rare)) / self.period if rare else 0.0)
+
+
+def model_params(size: str, n_tasks: int) -> int:
+    """Parameters of one estimator of shape ``SIZES[size]``."""
+    widths = [SIZES[size]["representation_dim"], *SIZES[size]["estimator_hidden"]]
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
+def _trainers(n_tasks: int, size: str, root: Path, regroup_every: int, warmup: int,
+              methods: tuple[str, ...]) -> dict[str, Trainer]:
+    data = load_dataset("synthetic", n_tasks=n_tasks, n_groups=min(5, n_tasks),
+                        samples_per_task=20, test_per_task=5, seed=0)
+    overrides = {**SIZES[size], "train.steps": 10**6, "batch_size": None,
+                 "warmup_steps": warmup, "regroup_every": regroup_every,
+                 "min_silhouette": 1.0, "n_groups": min(5, n_tasks)}
+    out: dict[str, Trainer] = {}
+    for method in methods:
+        name, extra = VARIANTS.get(method, (method, {}))
+        cfg = make_config("synthetic", name, overrides={**overrides, **extra},
+                          out=str(root / method))
+        recorder = None
+        if method in ("tag", "cosine_groups"):
+            recorder = _TimedRecorder(AffinityRecorder(method, cfg.baseline.affinity_every,
+                                                       n_tasks))
+        Path(cfg.out).mkdir(parents=True)
+        store.write_manifest(cfg.out, new_manifest(cfg, data))
+        out[method] = Trainer(cfg, data, assignment=np.arange(n_tasks), recorder=recorder)
+    return out
+
+
+def _one_step(method: str, tr: Trainer, t: Timings, flushes: list) -> None:
+    """One timed step; its rare part (flush / recording) is moved from the step to ``t.rare``
+    and an event that falls due is timed into ``t.rare`` as well."""
+    n_flush = len(flushes)
+    recorded = tr.recorder.inner.recorded_steps if tr.recorder is not None else 0
+    wall, cpu = _timed(tr._step)
+    t.flushes += flushes[n_flush:]
+    rare = [sum(f[i] for f in flushes[n_flush:]) for i in (0, 1)]
+    if tr.recorder is not None and tr.recorder.inner.recorded_steps > recorded:
+        rare = list(tr.recorder.last)
+        t.rare.append(rare[0])
+        t.rare_cpu.append(rare[1])
+    t.wall.append(wall - rare[0])
+    t.cpu.append(cpu - rare[1])
+    t.total += wall
+    if method.startswith("ss_") and tr.window is not None and tr.step in tr.events:
+        _time_event(tr, t)
+        t.total += t.rare[-1]
+
+
+#: Parts of ``Trainer._event`` timed separately: (owner, attribute) -> name.
+_PARTS = {(train_module, "grouping_event"): "decide", (store, "write_event"): "event_file",
+          (Trainer, "write_history"): "history", (train_module, "save_checkpoint"): "checkpoint"}
+_CURRENT: dict[str, float] = {}
+
+
+@contextlib.contextmanager
+def _event_parts():
+    """Wrap the parts of an event so that each call adds its wall time to ``_CURRENT``."""
+    saved = {key: getattr(*key) for key in _PARTS}
+
+    def wrap(fn, name):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _CURRENT[name] = _CURRENT.get(name, 0.0) + time.perf_counter() - start
+        return timed
+
+    for (owner, attr), name in _PARTS.items():
+        setattr(owner, attr, wrap(saved[(owner, attr)], name))
+    try:
+        yield
+    finally:
+        for (owner, attr), fn in saved.items():
+            setattr(owner, attr, fn)
+
+
+def _time_event(tr: Trainer, t: Timings) -> None:
+    _CURRENT.clear()
+    wall, cpu = _timed(tr._event)
+    t.rare.append(wall)
+    t.rare_cpu.append(cpu)
+    parts = {name: _CURRENT.get(name, 0.0) for name in _PARTS.values()}
+    t.parts.append({**parts, "rest": wall - sum(parts.values())})
+
+
+def step_overhead(n_tasks: int, size: str, *, steps: int = 40, warm: int = 3,
+                  regroup_every: int = 100, methods: tuple[str, ...] = METHODS,
+                  n_events: int = 3) -> dict[str, object]:
+    """Interleave one step of each method ``warm + steps`` times; amortize rare parts.
+
+    The ss run's first event fires after ``warm + steps // 2`` steps; ``n_events - 1`` more are
+    forced after the measured steps (each after a few untimed steps) to get a median. Returns
+    ``{tasks, estimator_params, mtl_step_s, <method>: {ratio, ratio_cpu, step_s, rare_s}}``.
+    """
+    flushes = _flush_timer()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ss_bench_") as tmp, _event_parts():
+            trainers = _trainers(n_tasks, size, Path(tmp), regroup_every, warm + steps // 2,
+                                 methods)
+            times = {m: Timings() for m in methods}
+            for i in range(warm + steps):
+                for m, tr in trainers.items():
+                    if i < warm:
+                        tr._step()
+                    else:
+                        _one_step(m, tr, times[m], flushes)
+            for m, tr in trainers.items():
+                times[m].period = tr.recorder.inner.every if tr.recorder is not None else 1
+            files = {}
+            for m in (m for m in trainers if m.startswith("ss_")):
+                _more_events(trainers[m], times[m], regroup_every, n_events - 1)
+            if "ss_similarity" in trainers:
+                ss = trainers["ss_similarity"]
+                files = {"event_bytes": float(np.mean([p.stat().st_size for p in
+                                                       store.list_events(ss.paths.run_dir)])),
+                         "checkpoint_bytes": ss.paths.checkpoint.stat().st_size}
+    finally:
+        GradientWindow._flush = GradientWindow._flush.__wrapped__  # type: ignore[attr-defined]
+    return {**_summary(n_tasks, size, times), **files}
+
+
+def _more_events(ss: Trainer, t: Timings, regroup_every: int, n: int) -> None:
+    """Force ``n`` more events; charge the median flush at the nominal rate to every step."""
+    for _ in range(n):
+        for _ in range(3):
+            ss._step()
+        _time_event(ss, t)
+    per_step = min(ss.cfg.sharing.window_bins, regroup_every) / regroup_every
+    flush = np.median(np.asarray(t.flushes), axis=0) if t.flushes else np.zeros(2)
+    t.wall = [w + flush[0] * per_step for w in t.wall]
+    t.cpu = [c + flush[1] * per_step for c in t.cpu]
+    t.period = regroup_every
+
+
+def _summary(n_tasks: int, size: str, times: dict[str, Timings]) -> dict[str, object]:
+    base, base_cpu = times["mtl"].amortized(), times["mtl"].amortized(cpu=True)
+    out: dict[str, object] = {"tasks": n_tasks, "estimator_params": model_params(size, n_tasks),
+                              "mtl_step_s": base, "mtl_step_cpu_s": base_cpu,
+                              "n_steps": len(times["mtl"].wall)}
+    for m, t in times.items():
+        if m == "mtl":
+            continue
+        out[m] = {"ratio": t.amortized() / base, "ratio_cpu": t.amortized(cpu=True) / base_cpu,
+                  "step_s": float(np.median(t.wall)),
+                  "rare_s": float(np.median(t.rare)) if t.rare else 0.0,
+                  "rare_cpu_s": float(np.median(t.rare_cpu)) if t.rare_cpu else 0.0,
+                  "period": t.period, "n_steps": len(t.wall), "n_rare": len(t.rare),
+                  "ratio_of_sums": t.total / times["mtl"].total}
+        if m.startswith("ss_"):
+            out[m]["flush_s"] = float(np.median([f[0] for f in t.flushes])) if t.flushes else 0.0
+            split = {k: float(np.median([p[k] for p in t.parts])) for k in t.parts[0]}
+            out[m]["event_split"] = split
+            # the same step if the event file, history and checkpoint were written by a
+            # background thread: only the decision, merge and the rest stay on the step
+            writes = split["event_file"] + split["history"] + split["checkpoint"]
+            out[m]["ratio_async_writes"] = (t.amortized() - writes / t.period) / base
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    torch.set_num_threads(1)
+    patch_sparse_path()
+    n, size = int(sys.argv[1]), sys.argv[2]
+    print(json.dumps(step_overhead(n, size, steps=int(sys.argv[3]) if len(sys.argv) > 3 else 40),
+                     indent=1))

@@ -1,0 +1,307 @@
+"""Table 2: the grid runner (skip, rerun, dependencies, failures, executors) and the table.
+
+The end-to-end tests run a tiny grid (9 synthetic tasks, 30 steps) through
+``reproduce/table2.py``; the table tests build fake run stores (no torch, milliseconds).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from selective_sharing.analysis.table import (
+    NO_GROUPS,
+    collect_runs,
+    summarize_runs,
+    to_markdown,
+    write_table,
+)
+from selective_sharing.core import store
+from selective_sharing.core.config import ConfigError
+from selective_sharing.core.grid import GridError, Job, plan_grid, run_grid, summarize_outcomes
+
+SCRIPT = Path(__file__).resolve().parents[1] / "reproduce" / "table2.py"
+TINY = ["train.steps=30", "sharing.warmup_steps=10", "n_tasks=9", "samples_per_task=30"]
+METHODS = ["ss_similarity", "random_groups"]
+
+
+def _table2():
+    spec = importlib.util.spec_from_file_location("table2_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(root: Path, *extra: str, runs: str = "runs", out: str = "results") -> list[str]:
+    sets = [a for kv in TINY for a in ("--set", kv)]
+    return [
+        "--datasets",
+        "synthetic",
+        "--methods",
+        *METHODS,
+        "--seeds",
+        "2",
+        "--runs",
+        str(root / runs),
+        "--out",
+        str(root / out),
+        "--no-progress",
+        *sets,
+        *extra,
+    ]
+
+
+def _stamps(runs: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(runs.rglob("*")) if p.is_file()}
+
+
+def _statuses(runs: Path) -> dict[str, str]:
+    return {
+        f"{m}/seed{s}": store.read_manifest(runs / "synthetic" / m / f"seed{s}")["status"]
+        for m in METHODS
+        for s in (0, 1)
+        if (runs / "synthetic" / m / f"seed{s}" / "manifest.json").exists()
+    }
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> Path:
+    """A complete tiny grid (2 methods x 2 seeds), trained in this process (fast)."""
+    root = tmp_path_factory.mktemp("grid")
+    assert _table2().main(_args(root, "--executor", "serial")) == 0
+    return root
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_grid_writes_all_runs_and_three_tables(grid: Path) -> None:
+    assert set(_statuses(grid / "runs").values()) == {"complete"}
+    assert len(_statuses(grid / "runs")) == 4
+    csv = pd.read_csv(grid / "results" / "table2.csv")
+    assert list(csv["method"]) == METHODS and (csv["n_complete"] == 2).all()
+    ss = store.read_metrics(grid / "runs" / "synthetic" / "ss_similarity" / "seed0")
+    rnd = store.read_metrics(grid / "runs" / "synthetic" / "random_groups" / "seed0")
+    assert int(rnd["n_groups"]) == int(ss["n_groups"]), "random_groups copies the ss groups"
+    md = (grid / "results" / "table2.md").read_text()
+    assert "## synthetic (synthetic): rmse, lower is better" in md
+    assert "\\begin{tabular}" in (grid / "results" / "table2.tex").read_text()
+
+
+def test_rerun_trains_nothing_and_rewrites_an_identical_table(grid: Path, capsys) -> None:
+    before = _stamps(grid / "runs")
+    tables = {p.name: p.read_bytes() for p in (grid / "results").iterdir()}
+    assert _table2().main(_args(grid)) == 0  # the local executor: nothing to submit
+    assert "grid: 4 skipped" in capsys.readouterr().out
+    assert _stamps(grid / "runs") == before, "a complete run must not be touched"
+    assert {p.name: p.read_bytes() for p in (grid / "results").iterdir()} == tables
+
+
+def test_a_changed_config_is_not_reused_silently(grid: Path) -> None:
+    with pytest.raises(SystemExit, match="another config"):
+        _table2().main(_args(grid, "--set", "train.lr=0.02"))
+
+
+def test_a_bad_override_fails_before_training(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="invalid steps=0"):
+        _table2().main(_args(tmp_path, "--set", "train.steps=0"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_failed_run_is_summarized_and_the_grid_continues(tmp_path: Path) -> None:
+    overrides = dict(kv.split("=") for kv in TINY)
+    run = {m: str(tmp_path / m) for m in ("random_groups", "tag", "mtl")}
+    jobs = [
+        Job("synthetic", "random_groups", 0, "quick", run["random_groups"], overrides),
+        Job("synthetic", "tag", 0, "quick", run["tag"], overrides, after=run["random_groups"]),
+        Job("synthetic", "mtl", 0, "quick", run["mtl"], overrides),
+    ]
+    outcomes = run_grid(jobs, executor="local", workers=1, progress=False)
+    assert [o.status for o in outcomes] == ["failed", "failed", "trained"]
+    assert "needs the groups of a Selective Sharing run" in outcomes[0].error
+    assert store.read_manifest(run["random_groups"])["status"] == "failed"
+    assert "reference run" in outcomes[1].error and not Path(run["tag"]).exists()
+    summary = summarize_outcomes(outcomes)
+    assert "2 failed run(s)" in summary and "synthetic random_groups seed0: ConfigError" in summary
+
+
+@pytest.mark.slow
+def test_killed_grid_reruns_only_the_missing_runs(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, str(SCRIPT), *_args(tmp_path, "--workers", "1")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while "complete" not in _statuses(runs).values():
+        assert proc.poll() is None and time.monotonic() < deadline, "no run completed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {k for k, v in _statuses(runs).items() if v == "complete"}
+    assert 0 < len(done) < 4
+    kept = {k: v for k, v in _stamps(runs).items() if any(f"/{d}/" in k for d in done)}
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{len(done)} skipped, {4 - len(done)} trained" in result.stdout
+    assert set(_statuses(runs).values()) == {"complete"}
+    assert {k: v for k, v in _stamps(runs).items() if k in kept} == kept
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_the_same_table_as_local_processes(grid: Path) -> None:
+    tables = {}
+    for executor in ("local", "dask"):
+        args = _args(grid, "--executor", executor, runs=f"{executor}_runs", out=executor)
+        assert _table2().main(args) == 0
+        tables[executor] = pd.read_csv(grid / executor / "table2.csv")
+    wall = ["wall_time_s", "best_wall_time_s"]  # the only numbers that differ between trainings
+    serial = pd.read_csv(grid / "results" / "table2.csv").drop(columns=wall)
+    pd.testing.assert_frame_equal(
+        tables["dask"].drop(columns=wall), tables["local"].drop(columns=wall)
+    )
+    pd.testing.assert_frame_equal(tables["local"].drop(columns=wall), serial)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def test_plan_puts_the_reference_first_and_wires_dependencies(tmp_path: Path) -> None:
+    jobs = plan_grid(["synthetic"], ["oracle", "mtl", "tag"], [0], "quick", tmp_path)
+    assert [j.method for j in jobs] == ["ss_similarity", "oracle", "mtl", "tag"]
+    ref = str(tmp_path / "synthetic" / "ss_similarity" / "seed0")
+    assert [j.after for j in jobs] == [None, ref, None, ref]
+
+
+def test_oracle_without_true_groups_is_na_and_not_trained(tmp_path: Path) -> None:
+    ref = tmp_path / "school" / "ss_similarity" / "seed0"
+    store.write_manifest(ref, {"status": "complete", "true_groups": None})
+    job = Job(
+        "school",
+        "oracle",
+        0,
+        "quick",
+        str(tmp_path / "school" / "oracle" / "seed0"),
+        after=str(ref),
+    )
+    [outcome] = run_grid([job], executor="serial", progress=False)
+    assert outcome.status == "n/a" and not Path(job.run_dir).exists()
+
+
+def test_invalid_executor_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="executor"):
+        run_grid([], executor="slurm", progress=False)
+    assert issubclass(GridError, RuntimeError)
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def _fake_run(
+    root: Path,
+    dataset: str,
+    method: str,
+    seed: int,
+    main: float,
+    *,
+    groups: bool,
+    variant: str = "synthetic",
+    metric: str = "rmse",
+    status: str = "complete",
+) -> None:
+    run = root / dataset / method / f"seed{seed}"
+    store.write_manifest(
+        run,
+        {
+            "status": status,
+            "true_groups": [0, 1] if groups else None,
+            "dataset": {"variant": variant},
+            "main_metric": metric,
+            "error": None if status == "complete" else "boom",
+        },
+    )
+    if status != "complete":
+        return
+    ds = store.encode_metrics(
+        task_names=["a", "b"],
+        task_metrics={metric: np.array([main, main])},
+        main_metric=metric,
+        n_parameters=100 * (seed + 1),
+        n_parameters_estimators=10,
+        n_groups=2,
+        assignment=np.array([0, 1]),
+        wall_time_s=1.5,
+        backward_passes=30,
+        forward_passes=30,
+        steps=30,
+        adjusted_rand_index=1.0 if groups else None,
+        variant=variant,
+    )
+    store.write_metrics(run, ds)
+
+
+def test_table_statistics_direction_and_empty_cells(tmp_path: Path) -> None:
+    for seed, (a, b) in enumerate([(1.0, 2.0), (2.0, 2.5), (4.0, 3.0)]):
+        _fake_run(tmp_path, "syn", "mtl", seed, a, groups=True)
+        _fake_run(tmp_path, "syn", "oracle", seed, b, groups=True)
+        _fake_run(
+            tmp_path,
+            "sch",
+            "mtl",
+            seed,
+            a,
+            groups=False,
+            variant="real",
+            metric="explained_variance",
+        )
+    _fake_run(
+        tmp_path,
+        "sch",
+        "stl",
+        0,
+        1.0,
+        groups=False,
+        variant="real",
+        metric="explained_variance",
+        status="failed",
+    )
+    runs = collect_runs(tmp_path, ["syn", "sch"], ["mtl", "stl", "oracle"], [0, 1, 2])
+    table = summarize_runs(runs).set_index(["dataset", "method"])
+    mtl = table.loc[("syn", "mtl")]
+    assert mtl.main_mean == pytest.approx(7 / 3)
+    assert mtl.main_std == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
+    assert mtl.n_parameters == pytest.approx(200.0)
+    # rmse: lower is better, so oracle (mean 2.5) loses to mtl (mean 2.33)
+    assert mtl.best_main_mean and not table.loc[("syn", "oracle")].best_main_mean
+    assert table.loc[("sch", "mtl")].best_main_mean  # explained variance: higher is better
+    assert table.loc[("sch", "oracle")].note == NO_GROUPS
+    assert table.loc[("sch", "stl")].note == "0/3 seeds complete (failed 1, missing 2)"
+    assert math.isnan(table.loc[("syn", "stl")].main_mean)
+    md = to_markdown(summarize_runs(runs))
+    _fake_run(tmp_path, "syn", "stl", 0, 1.0, groups=True, variant="substitute")
+    mixed = summarize_runs(collect_runs(tmp_path, ["syn"], ["mtl", "stl"], [0, 1, 2]))
+    assert set(mixed["variant"]) == {"MIXED substitute+synthetic"}
+    assert "## sch (real): explained_variance, higher is better" in md
+    assert "| oracle | n/a (no true groups) |" in md and "**2.333 ± 1.528**" in md
+    for line in (ln for ln in md.splitlines() if ln.startswith("| ") and "method" not in ln):
+        assert all(cell.strip() for cell in line.strip("|").split("|")), line
+
+
+def test_table_files_are_byte_identical_when_rebuilt(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        _fake_run(tmp_path / "runs", "syn", "mtl", seed, 1.0 + seed, groups=True)
+
+    def build(out: str) -> dict[str, bytes]:
+        summary = summarize_runs(collect_runs(tmp_path / "runs", ["syn"], ["mtl"], [0, 1]))
+        return {p.name: p.read_bytes() for p in write_table(summary, tmp_path / out, ["a note"])}
+
+    first = build("a")
+    os.utime(tmp_path / "runs" / "syn" / "mtl" / "seed0" / "metrics.nc")  # newer mtime only
+    assert build("b") == first and set(first) == {"table2.md", "table2.tex", "table2.csv"}
