@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,16 @@ class RunLock:
         except (FileNotFoundError, ValueError):
             return None
 
+    def _wait_for_holder(self, timeout: float = 2.0) -> int | None:
+        """The live holder's pid. The holder writes it just after taking the lock (over a stale
+        pid, on a takeover), so a refused process waits briefly for it to appear."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid = self._holder()
+            if (pid and _alive(pid)) or time.monotonic() > deadline:
+                return pid
+            time.sleep(0.005)
+
     def _locked_error(self, pid: int | None) -> RunLockedError:
         who = f"process {pid}" if pid else "another process (its pid is not written yet)"
         if pid == os.getpid():
@@ -105,7 +116,7 @@ class RunLock:
             except OSError as err:
                 os.close(fd)
                 if err.errno in _BUSY:
-                    raise self._locked_error(self._holder()) from None
+                    raise self._locked_error(self._wait_for_holder()) from None
                 if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                     return False
                 raise

@@ -11,7 +11,7 @@ reference run.
 
 Trials 0 and 1 (a torn event write, a torn checkpoint write) run in the default suite; the
 other 10 are marked slow. Over the 12 trials every category meets every write mode, and
-every third trial kills the resumed run a second time (16 SIGKILLs in all).
+every third trial kills the resumed run a second time where steps remain (15 SIGKILLs).
 """
 
 from __future__ import annotations
