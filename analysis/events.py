@@ -56,18 +56,27 @@ def grouping_config(stored: dict) -> GroupingConfig:
 
 
 def read_events(
-    run: str | os.PathLike | xr.DataTree,
+    run: str | os.PathLike | xr.DataTree, *, bins: bool = True
 ) -> tuple[dict, list[tuple[EventResult, dict]]]:
     """``(manifest, [(EventResult, meta), ...])`` of a run directory or a :func:`load_run` tree.
 
+    ``bins=False`` does not read the binned gradient windows (about two thirds of an event
+    file's bytes); decisions and replays never use them, and ``meta["bins"]`` is then None.
     Raises StoreError naming the file when an event is truncated or corrupted.
     """
+    drop = [] if bins else ["bins"]
     if isinstance(run, xr.DataTree):
         manifest = dict(run.attrs)
         nodes = run["events"].children.values() if "events" in run.children else []
-        return manifest, [store.decode_event(n.to_dataset().load()) for n in nodes]
+        return manifest, [
+            store.decode_event(n.to_dataset().drop_vars(drop, errors="ignore").load(), bins=bins)
+            for n in nodes
+        ]
     manifest = store.read_manifest(run)
-    return manifest, [store.decode_event(store.read_event(p)) for p in store.list_events(run)]
+    return manifest, [
+        store.decode_event(store.read_event(p, bins=bins), bins=bins)
+        for p in store.list_events(run)
+    ]
 
 
 # ----------------------------------------------------------------------------- comparison

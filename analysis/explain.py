@@ -125,7 +125,7 @@ def _events(run: RunLike, replay_kwargs: dict) -> tuple[dict, list]:
         return {"task_names": list(rep.task_names)}, [
             (e.index, e.step, e.result, rep.config) for e in rep.events
         ]
-    manifest, decoded = read_events(run)
+    manifest, decoded = read_events(run, bins=False)
     out = [(m["index"], m["step"], r, grouping_config(m["grouping_config"])) for r, m in decoded]
     if not manifest.get("task_names") and decoded:
         manifest = dict(manifest, task_names=decoded[0][1]["task_names"])

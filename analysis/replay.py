@@ -243,7 +243,7 @@ def replay(
         An event file is truncated or corrupted (the message names it).
     """
     start = time.perf_counter()
-    manifest, decoded = read_events(run)
+    manifest, decoded = read_events(run, bins=False)
     changes = _changes(strategy, distance, threshold, overrides)
     return _replay_decoded(_run_name(run), manifest, decoded, changes, chain, start)
 
@@ -318,7 +318,7 @@ def sweep_thresholds(
         (entities after the event), ``window``, ``forced`` (forced events so far) and
         ``final`` (True on each threshold's last event).
     """
-    manifest, decoded = read_events(run)
+    manifest, decoded = read_events(run, bins=False)
     if thresholds is None:
         top = max((float(np.max(d)) for r, _ in decoded for d in r.distances.values()), default=1.0)
         thresholds = np.linspace(0.0, min(top, 2.0), 21)

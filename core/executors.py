@@ -8,6 +8,8 @@ No torch here: workers import the training code when they run a job.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -20,8 +22,18 @@ def _exit_with_parent(parent: int) -> None:
     """Worker initializer: end this worker when the grid's process dies (even by SIGKILL),
     so a killed grid leaves no orphan training on; its run stays ``running`` and is redone."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if sys.platform.startswith("linux"):  # the kernel kills us the moment the parent dies
+        try:
+            import ctypes
 
-    def watch() -> None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no prctl: the watcher thread below still works
+            pass
+    if os.getppid() != parent:  # the parent died before we got here
+        os._exit(1)
+
+    def watch() -> None:  # the portable fallback (macOS, no prctl): polls the parent
         while os.getppid() == parent:
             time.sleep(0.5)
         os._exit(1)

@@ -189,6 +189,10 @@ class MTLNet(nn.Module):
         ent, smp = keys // batch, keys % batch
         shared = self.trunk.all(x)[:, 0] if self.trunk.copies == 1 else None
         counts = torch.bincount(ent, minlength=self.n_entities).tolist()
+        # Unbind each bank once: indexing ``weight[e]`` per entity would make the backward of
+        # every index build a zero gradient the size of the whole bank, O(E^2 P) per step
+        # (T=40, P=500k: 2.3 s of CPU per layer instead of 0.15 s). Same values, one buffer.
+        banks = [(layer.weight.unbind(0), layer.bias.unbind(0)) for layer in self.estimators]
         out, start = [], 0
         for e, n in enumerate(counts):
             if n == 0:
@@ -196,7 +200,7 @@ class MTLNet(nn.Module):
             rows = smp[start:start + n]
             start += n
             z = shared[rows] if shared is not None else self.trunk.one(x[rows], e)
-            for layer in self.estimators:
-                z = F.relu(layer.one(z, e))
+            for w, b in banks:
+                z = F.relu(F.linear(z, w[e], b[e]))
             out.append(z)
         return torch.cat(out)

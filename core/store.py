@@ -21,7 +21,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,7 +222,9 @@ def _check_signature(path: Path) -> None:
         )
 
 
-def open_store_dataset(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
+def open_store_dataset(
+    path: str | os.PathLike, kind: str | None = None, drop: Sequence[str] = ()
+) -> xr.Dataset:
     """Open a store file, load it fully into memory, close it and check its schema.
 
     Parameters
@@ -231,6 +233,8 @@ def open_store_dataset(path: str | os.PathLike, kind: str | None = None) -> xr.D
         The NetCDF file.
     kind : str, optional
         Expected ``store_kind`` (``"event"``, ``"history"``, ``"metrics"``, ``"activations"``).
+    drop : sequence of str
+        Variables not to read at all (they are dropped before loading).
 
     Raises
     ------
@@ -248,7 +252,7 @@ def open_store_dataset(path: str | os.PathLike, kind: str | None = None) -> xr.D
                 raise StoreError(
                     path, f"store_kind {ds.attrs.get('store_kind')!r} found, expected {kind!r}"
                 )
-            return ds.load()
+            return ds.drop_vars(list(drop), errors="ignore").load()
     except StoreError:
         raise
     except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError, ...
@@ -359,10 +363,32 @@ def write_event(run_dir: str | os.PathLike, ds: xr.Dataset) -> Path:
     return atomic_write_dataset(path, ds)
 
 
-def read_event(path: str | os.PathLike) -> xr.Dataset:
+def read_event(path: str | os.PathLike, *, bins: bool = True) -> xr.Dataset:
     """Load one event file into memory (file closed, schema checked); decode with
-    :func:`decode_event`."""
-    return open_store_dataset(path, kind="event")
+    :func:`decode_event`. ``bins=False`` skips the binned window (most of the file's bytes),
+    which deciding and replaying never read."""
+    return open_store_dataset(path, kind="event", drop=() if bins else ("bins",))
+
+
+_TEMP_NAME = re.compile(r"^\..+\.tmp-\d+$")
+
+
+def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temp files (``.NAME.tmp-PID``) that writers killed mid-write left in
+    a run directory, its events and activations; return what was deleted.
+
+    Only safe while holding the run lock (:class:`~selective_sharing.core.runlock.RunLock`):
+    then no writer of this run is alive, so every temp file is torn and none is ever renamed.
+    """
+    paths = RunPaths(run_dir)
+    removed = []
+    for folder in (paths.run_dir, paths.events_dir, paths.activations_dir):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if _TEMP_NAME.match(p.name) and p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+    return sorted(removed)
 
 
 def list_events(run_dir: str | os.PathLike) -> list[Path]:

@@ -421,24 +421,26 @@ def encode_event(
     return _dataset("event", variables, coords, attrs)
 
 
-def decode_event(ds: xr.Dataset) -> tuple[EventResult, dict]:
+def decode_event(ds: xr.Dataset, *, bins: bool = True) -> tuple[EventResult, dict]:
     """Invert :func:`encode_event`: ``(EventResult, meta)``.
 
     ``meta`` holds index, step, window_start, bins, sketch_seed, sketch_kind, task_names,
     n_params_before, n_params_after, merge_mode and grouping_config (a dict): the keyword
     arguments of :func:`encode_event`, so ``encode_event(*decode_event(ds)[:1], **meta)``
-    is identical to ``ds``.
+    is identical to ``ds``. ``bins=False``: ``ds`` may lack ``bins`` (read with
+    ``read_event(path, bins=False)``) and ``meta["bins"]`` is None.
     """
     source = str(ds.encoding.get("source", "<in-memory dataset>"))
     check_version(source, ds.attrs.get("schema_version"))
-    missing = sorted((set(EVENT_VARS) - set(ds.variables)) | (set(EVENT_ATTRS) - set(ds.attrs)))
+    wanted = {n: spec for n, spec in EVENT_VARS.items() if bins or n != "bins"}
+    missing = sorted((set(wanted) - set(ds.variables)) | (set(EVENT_ATTRS) - set(ds.attrs)))
     if ds.attrs.get("store_kind") != "event" or missing:
         raise StoreError(
             source,
             f"not a complete event dataset (store_kind "
             f"{ds.attrs.get('store_kind')!r}, missing {missing})",
         )
-    arr = {name: _read(ds, name, spec) for name, spec in EVENT_VARS.items()}
+    arr = {name: _read(ds, name, spec) for name, spec in wanted.items()}
     a = ds.attrs
     names = [str(n) for n in ds["distance"].values]
     result = EventResult(
@@ -451,7 +453,7 @@ def decode_event(ds: xr.Dataset) -> tuple[EventResult, dict]:
     )
     meta = {k: int(a[k]) for k in ("index", "step", "window_start")}
     meta.update(
-        bins=arr["bins"],
+        bins=arr.get("bins"),
         sketch_seed=int(a["sketch_seed"]),
         sketch_kind=str(a["sketch_kind"]),
         task_names=[str(t) for t in ds["task"].values],

@@ -256,7 +256,8 @@ def train(config: RunConfig, *, data: Any = None, resume: bool = False, progress
     with RunLock(run_dir):
         if prepare_run_dir(run_dir, resume) == "complete":
             return run_dir  # --resume of a finished run: nothing to do
-        if resume:
+        if resume:  # we hold the lock: temp files here are torn writes of killed writers
+            store.remove_stale_temp_files(run_dir)
             store.update_manifest(run_dir, status="running", error=None)
         else:
             store.write_manifest(run_dir, new_manifest(config, data))

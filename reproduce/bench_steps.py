@@ -28,13 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from selective_sharing.core import store
 from selective_sharing.core import train as train_module
 from selective_sharing.core.baselines import AffinityRecorder
 from selective_sharing.core.capture import GradientWindow
 from selective_sharing.core.config import make_config
-from selective_sharing.core.model import MTLNet
 from selective_sharing.core.runinfo import new_manifest
 from selective_sharing.core.train import Trainer
 from selective_sharing.datasets import load_dataset
@@ -47,38 +45,6 @@ SIZES = {
 METHODS = ("mtl", "ss_similarity", "ss_countsketch", "tag", "cosine_groups")
 #: Extra config of the method names that are not config methods.
 VARIANTS = {"ss_countsketch": ("ss_similarity", {"sketch_kind": "countsketch"})}
-
-
-def _sparse_unbound(self: MTLNet, x: torch.Tensor, keys: torch.Tensor, batch: int
-                    ) -> torch.Tensor:
-    """``MTLNet._sparse`` with each estimator bank unbound once per step.
-
-    ``layer.one(z, e)`` indexes ``weight[e]`` per entity, and the backward of each index builds
-    a zero gradient the size of the whole bank: O(E^2 P) per step (T=40, P=500k: 2.3 s of
-    CPU per layer instead of 0.15 s). ``unbind`` gives the same values with one gradient
-    buffer. Proposed for core/model.py in issue 6; until it lands the benchmark applies it to
-    every method alike (``--as-is`` measures the code as it is).
-    """
-    ent, smp = keys // batch, keys % batch
-    shared = self.trunk.all(x)[:, 0] if self.trunk.copies == 1 else None
-    counts = torch.bincount(ent, minlength=self.n_entities).tolist()
-    banks = [(layer.weight.unbind(0), layer.bias.unbind(0)) for layer in self.estimators]
-    out, start = [], 0
-    for e, n in enumerate(counts):
-        if n == 0:
-            continue
-        rows = smp[start : start + n]
-        start += n
-        z = shared[rows] if shared is not None else self.trunk.one(x[rows], e)
-        for w, b in banks:
-            z = F.relu(F.linear(z, w[e], b[e]))
-        out.append(z)
-    return torch.cat(out)
-
-
-def patch_sparse_path() -> None:
-    """Use :func:`_sparse_unbound` for ``MTLNet._sparse`` (a no-op once model.py has it)."""
-    MTLNet._sparse = _sparse_unbound  # type: ignore[method-assign]
 
 
 def _flush_timer() -> list[tuple[float, float]]:
@@ -136,22 +102,43 @@ def model_params(size: str, n_tasks: int) -> int:
     return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
-def _trainers(n_tasks: int, size: str, root: Path, regroup_every: int, warmup: int,
-              methods: tuple[str, ...]) -> dict[str, Trainer]:
-    data = load_dataset("synthetic", n_tasks=n_tasks, n_groups=min(5, n_tasks),
-                        samples_per_task=20, test_per_task=5, seed=0)
-    overrides = {**SIZES[size], "train.steps": 10**6, "batch_size": None,
-                 "warmup_steps": warmup, "regroup_every": regroup_every,
-                 "min_silhouette": 1.0, "n_groups": min(5, n_tasks)}
+def bench_data(n_tasks: int) -> object:
+    """The benchmark's data: ``n_tasks`` synthetic regression tasks in (up to) 5 groups, 20
+    training samples each (full-batch steps; the model size, not the data, sets the cost)."""
+    return load_dataset(
+        "synthetic",
+        n_tasks=n_tasks,
+        n_groups=min(5, n_tasks),
+        samples_per_task=20,
+        test_per_task=5,
+        seed=0,
+    )
+
+
+def _trainers(
+    n_tasks: int, size: str, root: Path, regroup_every: int, warmup: int, methods: tuple[str, ...]
+) -> dict[str, Trainer]:
+    data = bench_data(n_tasks)
+    overrides = {
+        **SIZES[size],
+        "train.steps": 10**6,
+        "batch_size": None,
+        "warmup_steps": warmup,
+        "regroup_every": regroup_every,
+        "min_silhouette": 1.0,
+        "n_groups": min(5, n_tasks),
+    }
     out: dict[str, Trainer] = {}
     for method in methods:
         name, extra = VARIANTS.get(method, (method, {}))
-        cfg = make_config("synthetic", name, overrides={**overrides, **extra},
-                          out=str(root / method))
+        cfg = make_config(
+            "synthetic", name, overrides={**overrides, **extra}, out=str(root / method)
+        )
         recorder = None
         if method in ("tag", "cosine_groups"):
-            recorder = _TimedRecorder(AffinityRecorder(method, cfg.baseline.affinity_every,
-                                                       n_tasks))
+            recorder = _TimedRecorder(
+                AffinityRecorder(method, cfg.baseline.affinity_every, n_tasks)
+            )
         Path(cfg.out).mkdir(parents=True)
         store.write_manifest(cfg.out, new_manifest(cfg, data))
         out[method] = Trainer(cfg, data, assignment=np.arange(n_tasks), recorder=recorder)
@@ -179,8 +166,12 @@ def _one_step(method: str, tr: Trainer, t: Timings, flushes: list) -> None:
 
 
 #: Parts of ``Trainer._event`` timed separately: (owner, attribute) -> name.
-_PARTS = {(train_module, "grouping_event"): "decide", (store, "write_event"): "event_file",
-          (Trainer, "write_history"): "history", (train_module, "save_checkpoint"): "checkpoint"}
+_PARTS = {
+    (train_module, "grouping_event"): "decide",
+    (store, "write_event"): "event_file",
+    (Trainer, "write_history"): "history",
+    (train_module, "save_checkpoint"): "checkpoint",
+}
 _CURRENT: dict[str, float] = {}
 
 
@@ -196,6 +187,7 @@ def _event_parts():
                 return fn(*args, **kwargs)
             finally:
                 _CURRENT[name] = _CURRENT.get(name, 0.0) + time.perf_counter() - start
+
         return timed
 
     for (owner, attr), name in _PARTS.items():
@@ -216,9 +208,16 @@ def _time_event(tr: Trainer, t: Timings) -> None:
     t.parts.append({**parts, "rest": wall - sum(parts.values())})
 
 
-def step_overhead(n_tasks: int, size: str, *, steps: int = 40, warm: int = 3,
-                  regroup_every: int = 100, methods: tuple[str, ...] = METHODS,
-                  n_events: int = 3) -> dict[str, object]:
+def step_overhead(
+    n_tasks: int,
+    size: str,
+    *,
+    steps: int = 40,
+    warm: int = 3,
+    regroup_every: int = 100,
+    methods: tuple[str, ...] = METHODS,
+    n_events: int = 3,
+) -> dict[str, object]:
     """Interleave one step of each method ``warm + steps`` times; amortize rare parts.
 
     The ss run's first event fires after ``warm + steps // 2`` steps; ``n_events - 1`` more are
@@ -228,8 +227,9 @@ def step_overhead(n_tasks: int, size: str, *, steps: int = 40, warm: int = 3,
     flushes = _flush_timer()
     try:
         with tempfile.TemporaryDirectory(prefix="ss_bench_") as tmp, _event_parts():
-            trainers = _trainers(n_tasks, size, Path(tmp), regroup_every, warm + steps // 2,
-                                 methods)
+            trainers = _trainers(
+                n_tasks, size, Path(tmp), regroup_every, warm + steps // 2, methods
+            )
             times = {m: Timings() for m in methods}
             for i in range(warm + steps):
                 for m, tr in trainers.items():
@@ -244,9 +244,12 @@ def step_overhead(n_tasks: int, size: str, *, steps: int = 40, warm: int = 3,
                 _more_events(trainers[m], times[m], regroup_every, n_events - 1)
             if "ss_similarity" in trainers:
                 ss = trainers["ss_similarity"]
-                files = {"event_bytes": float(np.mean([p.stat().st_size for p in
-                                                       store.list_events(ss.paths.run_dir)])),
-                         "checkpoint_bytes": ss.paths.checkpoint.stat().st_size}
+                files = {
+                    "event_bytes": float(
+                        np.mean([p.stat().st_size for p in store.list_events(ss.paths.run_dir)])
+                    ),
+                    "checkpoint_bytes": ss.paths.checkpoint.stat().st_size,
+                }
     finally:
         GradientWindow._flush = GradientWindow._flush.__wrapped__  # type: ignore[attr-defined]
     return {**_summary(n_tasks, size, times), **files}
@@ -267,18 +270,27 @@ def _more_events(ss: Trainer, t: Timings, regroup_every: int, n: int) -> None:
 
 def _summary(n_tasks: int, size: str, times: dict[str, Timings]) -> dict[str, object]:
     base, base_cpu = times["mtl"].amortized(), times["mtl"].amortized(cpu=True)
-    out: dict[str, object] = {"tasks": n_tasks, "estimator_params": model_params(size, n_tasks),
-                              "mtl_step_s": base, "mtl_step_cpu_s": base_cpu,
-                              "n_steps": len(times["mtl"].wall)}
+    out: dict[str, object] = {
+        "tasks": n_tasks,
+        "estimator_params": model_params(size, n_tasks),
+        "mtl_step_s": base,
+        "mtl_step_cpu_s": base_cpu,
+        "n_steps": len(times["mtl"].wall),
+    }
     for m, t in times.items():
         if m == "mtl":
             continue
-        out[m] = {"ratio": t.amortized() / base, "ratio_cpu": t.amortized(cpu=True) / base_cpu,
-                  "step_s": float(np.median(t.wall)),
-                  "rare_s": float(np.median(t.rare)) if t.rare else 0.0,
-                  "rare_cpu_s": float(np.median(t.rare_cpu)) if t.rare_cpu else 0.0,
-                  "period": t.period, "n_steps": len(t.wall), "n_rare": len(t.rare),
-                  "ratio_of_sums": t.total / times["mtl"].total}
+        out[m] = {
+            "ratio": t.amortized() / base,
+            "ratio_cpu": t.amortized(cpu=True) / base_cpu,
+            "step_s": float(np.median(t.wall)),
+            "rare_s": float(np.median(t.rare)) if t.rare else 0.0,
+            "rare_cpu_s": float(np.median(t.rare_cpu)) if t.rare_cpu else 0.0,
+            "period": t.period,
+            "n_steps": len(t.wall),
+            "n_rare": len(t.rare),
+            "ratio_of_sums": t.total / times["mtl"].total,
+        }
         if m.startswith("ss_"):
             out[m]["flush_s"] = float(np.median([f[0] for f in t.flushes])) if t.flushes else 0.0
             split = {k: float(np.median([p[k] for p in t.parts])) for k in t.parts[0]}
@@ -295,7 +307,9 @@ if __name__ == "__main__":
     import sys
 
     torch.set_num_threads(1)
-    patch_sparse_path()
     n, size = int(sys.argv[1]), sys.argv[2]
-    print(json.dumps(step_overhead(n, size, steps=int(sys.argv[3]) if len(sys.argv) > 3 else 40),
-                     indent=1))
+    print(
+        json.dumps(
+            step_overhead(n, size, steps=int(sys.argv[3]) if len(sys.argv) > 3 else 40), indent=1
+        )
+    )

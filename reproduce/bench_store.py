@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from bench_steps import SIZES
+from bench_steps import SIZES, bench_data
 from selective_sharing.analysis import replay
 from selective_sharing.analysis.events import grouping_config, read_events
 from selective_sharing.core import store
@@ -23,19 +23,30 @@ from selective_sharing.core.config import make_config
 from selective_sharing.core.grouping import grouping_event
 from selective_sharing.core.store_schema import netcdf_encoding
 from selective_sharing.core.train import train
-from selective_sharing.datasets import load_dataset
 
 
-def make_run(root: Path, n_tasks: int = 40, size: str = "5k", n_events: int = 50,
-             every: int = 10) -> Path:
-    """Train a run with ``n_events`` events, one every ``every`` steps; return its directory."""
-    data = load_dataset("synthetic", n_tasks=n_tasks, n_groups=min(5, n_tasks),
-                        samples_per_task=20, test_per_task=5, seed=0)
-    overrides = {**SIZES[size], "train.steps": every * n_events + 1, "batch_size": None,
-                 "warmup_steps": every, "regroup_every": every, "max_events": n_events,
-                 "min_silhouette": 1.0, "probe_size": 16}
-    cfg = make_config("synthetic", "ss_similarity", overrides=overrides,
-                      out=str(root / f"replay_T{n_tasks}_{size}"))
+def make_run(
+    root: Path, n_tasks: int = 40, size: str = "5k", n_events: int = 50, every: int = 32
+) -> Path:
+    """Train a run with ``n_events`` events, one every ``every`` steps; return its directory.
+    ``every`` >= ``window_bins`` (32) fills every trajectory bin, as a long run does."""
+    data = bench_data(n_tasks)
+    overrides = {
+        **SIZES[size],
+        "train.steps": every * n_events + 1,
+        "batch_size": None,
+        "warmup_steps": every,
+        "regroup_every": every,
+        "max_events": n_events,
+        "min_silhouette": 1.0,
+        "probe_size": 16,
+    }
+    cfg = make_config(
+        "synthetic",
+        "ss_similarity",
+        overrides=overrides,
+        out=str(root / f"replay_T{n_tasks}_{size}"),
+    )
     return train(cfg, data=data, progress=False)
 
 
@@ -53,28 +64,42 @@ def replay_time(run_dir: Path, repeats: int = 3) -> dict[str, object]:
     """Median wall and CPU seconds of an exact replay, split into reading and deciding, and
     the time of replaying the first 10, 25, ... events (for the scaling fit)."""
     wall, cpu, report = _timed(lambda: replay(run_dir), repeats)
-    read_wall, read_cpu, (_, decoded) = _timed(lambda: read_events(run_dir), repeats)
+    read_wall, read_cpu, (_, decoded) = _timed(lambda: read_events(run_dir, bins=False), repeats)
 
     def decide(events):
         for rec, meta in events:
-            grouping_event(rec.summed, rec.assignment_before, rec.streak_before,
-                           grouping_config(meta["grouping_config"]))
+            grouping_event(
+                rec.summed,
+                rec.assignment_before,
+                rec.streak_before,
+                grouping_config(meta["grouping_config"]),
+            )
 
     decide_wall, decide_cpu, _ = _timed(lambda: decide(decoded), repeats)
     n = len(decoded)
     prefix = {}
     for k in sorted({min(n, 10), min(n, 25), n}):
         paths = store.list_events(run_dir)[:k]
-        prefix[k] = _timed(lambda paths=paths: decide([store.decode_event(store.read_event(p))
-                                                       for p in paths]), 1)[0]
-    return {"replay_s": wall, "replay_cpu_s": cpu, "matched": bool(report.matched),
-            "n_events": n, "read_s": read_wall, "read_cpu_s": read_cpu,
-            "decide_s": decide_wall, "decide_cpu_s": decide_cpu, "by_events_s": prefix}
+        prefix[k] = _timed(
+            lambda paths=paths: decide([store.decode_event(store.read_event(p)) for p in paths]), 1
+        )[0]
+    return {
+        "replay_s": wall,
+        "replay_cpu_s": cpu,
+        "matched": bool(report.matched),
+        "n_events": n,
+        "read_s": read_wall,
+        "read_cpu_s": read_cpu,
+        "decide_s": decide_wall,
+        "decide_cpu_s": decide_cpu,
+        "by_events_s": prefix,
+    }
 
 
 def _var_bytes(ds: xr.Dataset, tmp: Path) -> dict[str, int]:
     """Compressed bytes of each data variable: the file with it alone minus the file without
     any (same store encoding)."""
+
     def size(sub: xr.Dataset) -> int:
         path = tmp / "one.nc"
         sub.to_netcdf(path, engine="netcdf4", encoding=netcdf_encoding(sub))
@@ -83,7 +108,7 @@ def _var_bytes(ds: xr.Dataset, tmp: Path) -> dict[str, int]:
         return n
 
     empty = size(ds.drop_vars(list(ds.data_vars)))
-    return {v: size(ds[[v]]) - empty for v in ds.data_vars}
+    return {v: max(0, size(ds[[v]]) - empty) for v in ds.data_vars}
 
 
 def store_sizes(run_dir: Path) -> dict[str, object]:
@@ -91,11 +116,15 @@ def store_sizes(run_dir: Path) -> dict[str, object]:
     paths = store.RunPaths(run_dir)
     steps = int(store.read_history(run_dir).sizes["step"])
     events = store.list_events(run_dir)
-    files = {p.relative_to(run_dir).as_posix(): p.stat().st_size
-             for p in sorted(run_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    files = {
+        p.relative_to(run_dir).as_posix(): p.stat().st_size
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
     event_sizes = [p.stat().st_size for p in events]
     ds = store.read_event(events[0])
     per_var = _var_bytes(ds, paths.run_dir)
+    per_var["(metadata, attributes)"] = max(0, int(np.mean(event_sizes)) - sum(per_var.values()))
     return {
         "steps": steps,
         "n_events": len(events),
@@ -103,14 +132,16 @@ def store_sizes(run_dir: Path) -> dict[str, object]:
         "history_bytes_per_1000_steps": paths.history.stat().st_size * 1000 / steps,
         "event_bytes": float(np.mean(event_sizes)),
         "event_var_bytes": dict(sorted(per_var.items(), key=lambda kv: -kv[1])),
-        "event_var_raw_bytes": {v: int(ds[v].nbytes) for v in ds.data_vars},
+        "event_var_raw_bytes": {v: int(ds[v].nbytes) for v in ds.data_vars}
+        | {"(metadata, attributes)": 0},
         "files": {k: v for k, v in files.items() if not k.startswith("events/")},
         "events_total_bytes": int(sum(event_sizes)),
     }
 
 
-def history_growth(root: Path, n_tasks: tuple[int, ...] = (8, 40, 139),
-                   steps: tuple[int, ...] = (250, 1000, 4000)) -> list[dict[str, float]]:
+def history_growth(
+    root: Path, n_tasks: tuple[int, ...] = (8, 40, 139), steps: tuple[int, ...] = (250, 1000, 4000)
+) -> list[dict[str, float]]:
     """Bytes and write seconds of ``history.nc`` for each (tasks, steps): the trainer rewrites
     the whole history at every event, so its cost per event grows with the steps so far."""
     rng = np.random.default_rng(0)
@@ -118,11 +149,21 @@ def history_growth(root: Path, n_tasks: tuple[int, ...] = (8, 40, 139),
     for t in n_tasks:
         for s in steps:
             ds = store.encode_history(
-                step=np.arange(s), loss=rng.random((s, t), dtype=np.float32),
-                grad_norm=rng.random((s, t), dtype=np.float32), lr=np.full(s, 1e-2),
-                assignment=np.tile(np.arange(t), (s, 1)), task_names=[f"t{i}" for i in range(t)])
+                step=np.arange(s),
+                loss=rng.random((s, t), dtype=np.float32),
+                grad_norm=rng.random((s, t), dtype=np.float32),
+                lr=np.full(s, 1e-2),
+                assignment=np.tile(np.arange(t), (s, 1)),
+                task_names=[f"t{i}" for i in range(t)],
+            )
             run = root / f"hist_{t}_{s}"
             wall, _, _ = _timed(lambda run=run, ds=ds: store.write_history(run, ds), 3)
-            rows.append({"tasks": t, "steps": s, "bytes": store.RunPaths(run).history.stat().st_size,
-                         "write_s": wall})
+            rows.append(
+                {
+                    "tasks": t,
+                    "steps": s,
+                    "bytes": store.RunPaths(run).history.stat().st_size,
+                    "write_s": wall,
+                }
+            )
     return rows

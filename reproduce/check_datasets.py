@@ -10,9 +10,8 @@ Usage::
 Columns: dataset, method, seed, wall s (the whole run: data, training, evaluation, store
 writes), cpu s (this process's CPU time for the same span: with one thread, about the wall time
 the run would take on an idle core, since the machine is shared), train s (the training loop
-alone, from metrics.nc), the dataset's main metric, the
-adjusted Rand index of the final groups against the true ones (``-`` where a dataset has none)
-and the number of groups. ``--events`` adds, per grouping event, the distance that ``auto``
+alone, from metrics.nc), the dataset's main metric, the adjusted Rand index of the final
+groups against the true ones (``-`` where a dataset has none) and the number of groups. ``--events`` adds, per grouping event, the distance that ``auto``
 chose and both silhouettes, which is what decides whether the image groups are recovered.
 
 Runs go one after another in this process; ``--threads`` (default 1) keeps a run from

@@ -166,3 +166,22 @@ def test_join_partitions():
     b = np.array([0, 1, 1, 2, 2])
     np.testing.assert_array_equal(join_partitions(a, b), [0, 0, 0, 1, 1])
     np.testing.assert_array_equal(join_partitions(a, a), a)
+
+
+def test_reading_events_without_bins_decodes_the_same_decisions(syn_similarity):
+    from selective_sharing.analysis.events import compare_events, read_events
+
+    for source in (syn_similarity, load_run(syn_similarity)):  # a directory and a DataTree
+        _, full = read_events(source)
+        _, lean = read_events(source, bins=False)
+        assert len(full) == len(lean) > 0
+        for (r_full, m_full), (r_lean, m_lean) in zip(full, lean):
+            assert compare_events(r_lean, r_full) == []
+            assert m_full["bins"] is not None and m_lean["bins"] is None
+            assert {k: v for k, v in m_lean.items() if k != "bins"}.keys() == {
+                k for k in m_full if k != "bins"
+            }
+    path = store.list_events(syn_similarity)[0]
+    assert "bins" not in store.read_event(path, bins=False).variables
+    with pytest.raises(store.StoreError, match="missing \\['bins'\\]"):
+        store.decode_event(store.read_event(path, bins=False))  # bins asked for, not read

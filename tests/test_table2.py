@@ -64,6 +64,22 @@ def _stamps(runs: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in sorted(runs.rglob("*")) if p.is_file()}
 
 
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _statuses(runs: Path) -> dict[str, str]:
     return {
         f"{m}/seed{s}": store.read_manifest(runs / "synthetic" / m / f"seed{s}")["status"]
@@ -143,8 +159,14 @@ def test_killed_grid_reruns_only_the_missing_runs(tmp_path: Path) -> None:
     while "complete" not in _statuses(runs).values():
         assert proc.poll() is None and time.monotonic() < deadline, "no run completed"
         time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert workers, "the local executor runs jobs in worker processes"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 10  # the workers die with the grid: no orphan trains on
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"worker(s) outlived the killed grid: {workers}"
+        time.sleep(0.05)
     done = {k for k, v in _statuses(runs).items() if v == "complete"}
     assert 0 < len(done) < 4
     kept = {k: v for k, v in _stamps(runs).items() if any(f"/{d}/" in k for d in done)}
@@ -305,3 +327,15 @@ def test_table_files_are_byte_identical_when_rebuilt(tmp_path: Path) -> None:
     first = build("a")
     os.utime(tmp_path / "runs" / "syn" / "mtl" / "seed0" / "metrics.nc")  # newer mtime only
     assert build("b") == first and set(first) == {"table2.md", "table2.tex", "table2.csv"}
+
+
+def test_quick_overrides_are_scoped_and_follow_the_set_values() -> None:
+    overrides = _table2().method_overrides
+    assert overrides("quick", "mnist_context", "stl") == {"train.steps": 100}  # 300 // 3
+    assert overrides("quick", "mnist_context", "stl", {"train.steps": "90"}) == {"train.steps": 30}
+    assert overrides("quick", "synthetic", "stl") == {}  # vectors: stl trains in full
+    assert overrides("full", "shapes_context", "stl") == {}
+    assert overrides("quick", "mnist_context", "mtl") == {}
+    tag = overrides("quick", "school", "tag", {"sharing.warmup_steps": "12"})
+    assert tag == {"baseline.affinity_steps": 12, "baseline.affinity_every": 4}
+    assert overrides("full", "school", "tag") == {}

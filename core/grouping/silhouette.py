@@ -110,7 +110,7 @@ def _nearest_other(
     once, and only the few born or absorbed inside it are looked at per level, so the work is
     about n^2.5 instead of n^3 elements (E = 500: 4x less).
     """
-    n_nodes, n = other.shape
+    n = other.shape[1]
     out = np.empty((levels.size, n))
     block = max(1, round(np.sqrt(n / 6)))
     for start in range(0, levels.size, block):

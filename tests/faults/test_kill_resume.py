@@ -123,11 +123,6 @@ def test_plan_covers_every_fault_category(reference) -> None:
     assert sum(w.startswith("events/") for w in reference.writes) == len(reference.events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core fix pending: a resume (holding the run lock) should delete the hidden temp "
-    "files that killed writers left behind",
-)
 def test_resume_removes_the_temp_files_of_killed_writers(reference, tmp_path) -> None:
     run = shutil.copytree(reference.run, tmp_path / "run")
     store.update_manifest(run, status="running")

@@ -1,0 +1,246 @@
+"""Tables, budgets and scaling fits of ``reproduce/bench.py`` (issue 6): pure formatting of
+the measured figures; no timing happens here."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BUDGETS = {
+    "ratio_T40": 1.05,
+    "ratio_T139": 1.10,
+    "decision_139_s": 0.05,
+    "decision_500_s": 1.0,
+    "replay_50_s": 1.0,
+    "history_T40_bytes": 2e6,
+    "event_T40_bytes": 2e6,
+}
+
+
+def exponent(x: list[float], y: list[float]) -> float | None:
+    """Slope of log(y) against log(x) (least squares); None with fewer than 2 distinct x."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = (x > 0) & (y > 0)
+    if len(np.unique(x[ok])) < 2:
+        return None
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+
+
+def scaling(overhead: list[dict], decisions: dict, history: list[dict], replay: dict) -> dict:
+    """Exponents b of ``figure ~ x^b`` for x = tasks T, estimator parameters P, steps, events."""
+    rows = [_row(r, r["size"]) for r in overhead]
+    out: dict[str, object] = {}
+    for size in {r["size"] for r in rows}:
+        sub = [r for r in rows if r["size"] == size]
+        t = [r["tasks"] for r in sub]
+        out[f"mtl_step_vs_T[{size}]"] = exponent(t, [r["mtl_step_s"] for r in sub])
+        out[f"ss_step_vs_T[{size}]"] = exponent(t, [r["ss_step_s"] for r in sub])
+        out[f"ss_event_vs_T[{size}]"] = exponent(t, [r["event_s"] for r in sub])
+        out[f"event_bytes_vs_T[{size}]"] = exponent(t, [r["event_bytes"] for r in sub])
+    for tasks in {r["tasks"] for r in rows}:
+        sub = [r for r in rows if r["tasks"] == tasks]
+        p = [r["estimator_params"] for r in sub]
+        out[f"ss_step_vs_P[T={tasks}]"] = exponent(p, [r["ss_step_s"] for r in sub])
+        out[f"event_bytes_vs_P[T={tasks}]"] = exponent(p, [r["event_bytes"] for r in sub])
+    e = sorted(decisions)
+    out["decision_cpu_vs_E"] = exponent(e, [decisions[k]["cpu_s"] for k in e])
+    for t in sorted({h["tasks"] for h in history}):
+        sub = [h for h in history if h["tasks"] == t]
+        out[f"history_bytes_vs_steps[T={t}]"] = exponent(
+            [h["steps"] for h in sub], [h["bytes"] for h in sub]
+        )
+        out[f"history_write_vs_steps[T={t}]"] = exponent(
+            [h["steps"] for h in sub], [h["write_s"] for h in sub]
+        )
+    longest = max(h["steps"] for h in history)
+    sub = [h for h in history if h["steps"] == longest]
+    out["history_bytes_vs_T"] = exponent([h["tasks"] for h in sub], [h["bytes"] for h in sub])
+    by = replay["by_events_s"]
+    out["replay_vs_events"] = exponent(list(by), list(by.values()))
+    return out
+
+
+def _row(r: dict, size: str) -> dict:
+    ss = r["ss_similarity"]
+    return {
+        "size": size,
+        "tasks": r["tasks"],
+        "estimator_params": r["estimator_params"],
+        "mtl_step_s": r["mtl_step_s"],
+        "ss_step_s": ss["step_s"],
+        "event_s": ss["rare_s"],
+        "event_bytes": r["event_bytes"],
+    }
+
+
+def table(title: str, header: list[str], rows: list[list[object]]) -> str:
+    """A markdown table."""
+
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+        return str(v)
+
+    lines = [f"\n### {title}", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def budget_rows(steps: list[dict], decisions: dict, replay: dict, sizes: dict) -> list[dict]:
+    rows = []
+    for r in steps:
+        if r["tasks"] in (40, 139):
+            limit = BUDGETS["ratio_T40"] if r["tasks"] == 40 else BUDGETS["ratio_T139"]
+            rows.append(
+                {
+                    "figure": f"ss/mtl step, T={r['tasks']}, P={r['estimator_params']} "
+                    f"(CPU {r['ratio_cpu']:.3f}; if writes were async, est. {r['ratio_async_writes']:.3f})",
+                    "budget": limit,
+                    "measured": r["ratio"],
+                    "met": r["ratio"] <= limit,
+                }
+            )
+    for e, key in ((139, "decision_139_s"), (500, "decision_500_s")):
+        if e in decisions:
+            d = decisions[e]
+            rows.append(
+                {
+                    "figure": f"decision E={e} (CPU s; wall {d['wall_s']:.3f})",
+                    "budget": BUDGETS[key],
+                    "measured": d["cpu_s"],
+                    "met": d["cpu_s"] <= BUDGETS[key],
+                }
+            )
+    rows.append(
+        {
+            "figure": f"replay of {replay['n_events']} events (s)",
+            "budget": BUDGETS["replay_50_s"],
+            "measured": replay["replay_s"],
+            "met": replay["replay_s"] <= BUDGETS["replay_50_s"],
+        }
+    )
+    for key, name in (
+        ("history_bytes_per_1000_steps", "history_T40_bytes"),
+        ("event_bytes", "event_T40_bytes"),
+    ):
+        rows.append(
+            {
+                "figure": f"{key}, T=40",
+                "budget": BUDGETS[name],
+                "measured": sizes[key],
+                "met": sizes[key] <= BUDGETS[name],
+            }
+        )
+    return rows
+
+
+def _g(r: dict, method: str, key: str) -> object:
+    return r[method][key] if method in r else "-"
+
+
+def print_tables(out: dict) -> None:
+    d, s, r = out["details"], out["details"]["sizes"], out["details"]["replay"]
+    ov = d["overhead"]
+    tables = [
+        (
+            "Step overhead: amortized step time / mtl step time (wall; CPU). 'est. if writes async' "
+            "is an estimate (event file, history and checkpoint write times taken off the step), "
+            "not a measured mode: writes are synchronous",
+            [
+                "T",
+                "P/estimator",
+                "mtl ms",
+                "ss",
+                "ss CPU",
+                "ss est. if writes async",
+                "ss countsketch",
+                "tag",
+                "cosine_groups",
+            ],
+            [
+                [
+                    x["tasks"],
+                    x["estimator_params"],
+                    1e3 * x["mtl_step_s"],
+                    *(x["ss_similarity"][k] for k in ("ratio", "ratio_cpu", "ratio_async_writes")),
+                    _g(x, "ss_countsketch", "ratio"),
+                    x["tag"]["ratio"],
+                    x["cosine_groups"]["ratio"],
+                ]
+                for x in ov
+            ],
+        ),
+        (
+            "ss event and flush, wall seconds",
+            [
+                "T",
+                "P/estimator",
+                "event",
+                "decide",
+                "event file",
+                "history",
+                "checkpoint",
+                "rest",
+                "flush",
+                "countsketch flush",
+            ],
+            [
+                [
+                    x["tasks"],
+                    x["estimator_params"],
+                    x["ss_similarity"]["rare_s"],
+                    *x["ss_similarity"]["event_split"].values(),
+                    x["ss_similarity"]["flush_s"],
+                    _g(x, "ss_countsketch", "flush_s"),
+                ]
+                for x in ov
+            ],
+        ),
+        (
+            "Decision latency, (E, 64, 128) gradients",
+            ["E", "CPU ms", "wall ms", "groups", "ARI"],
+            [
+                [e, 1e3 * v["cpu_s"], 1e3 * v["wall_s"], v["groups"], v["ari"]]
+                for e, v in d["decisions"].items()
+            ],
+        ),
+        (
+            f"Replay of a {r['n_events']}-event run (T=40, P=5k, exact match: {r['matched']})",
+            ["part", "wall s", "CPU s"],
+            [
+                ["replay()", r["replay_s"], r["replay_cpu_s"]],
+                ["read + decode events", r["read_s"], r["read_cpu_s"]],
+                ["recompute decisions", r["decide_s"], r["decide_cpu_s"]],
+            ],
+        ),
+        (
+            f"Store of that run ({s['steps']} steps, {s['n_events']} events)",
+            ["file", "bytes"],
+            [[k, v] for k, v in s["files"].items()]
+            + [
+                ["events/ (all)", s["events_total_bytes"]],
+                ["one event (mean)", s["event_bytes"]],
+                ["history per 1000 steps", s["history_bytes_per_1000_steps"]],
+            ],
+        ),
+        (
+            "One event file by variable",
+            ["variable", "compressed bytes", "raw bytes"],
+            [
+                [k, v, s["event_var_raw_bytes"][k]]
+                for k, v in s["event_var_bytes"].items()
+                if v >= 0.01 * s["event_bytes"]
+            ],
+        ),
+        (
+            "Scaling exponents b (figure ~ x^b)",
+            ["figure", "b"],
+            [[k, v] for k, v in out["scaling"].items()],
+        ),
+        (
+            "Budgets",
+            ["figure", "budget", "measured", "met"],
+            [[b["figure"], b["budget"], b["measured"], b["met"]] for b in out["budgets"]],
+        ),
+    ]
+    for title, header, rows in tables:
+        print(table(title, header, rows))
