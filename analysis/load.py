@@ -27,7 +27,7 @@ import xarray as xr
 
 from ..core import store
 from ..core.store import RunPaths, StoreError
-from ..core.store_schema import check_version
+from ..core.store_schema import CHECKSUM_ATTR, check_version, pop_checksums, verify_variable
 
 __all__ = ["BrokenRunWarning", "find_runs", "load_run", "load_runs", "run_coords"]
 
@@ -41,14 +41,17 @@ class BrokenRunWarning(UserWarning):
 _READ_LOCK = threading.Lock()  # HDF5 is not thread-safe: dask workers read one at a time
 
 
-def _read_variable(path: str, name: str) -> np.ndarray:
-    """Read one variable (open, read, close): no file handle outlives the read."""
+def _read_variable(path: str, name: str, checksums: dict[str, str]) -> np.ndarray:
+    """Read one variable (open, read, close; checksum verified): no file handle outlives the
+    read."""
     with _READ_LOCK:
         try:
             with xr.open_dataset(path, engine="netcdf4") as ds:
-                return ds[name].values
+                values = ds[name].values
         except Exception as exc:
             raise StoreError(path, f"cannot read {name!r} ({type(exc).__name__}: {exc})") from exc
+    verify_variable(path, name, values, checksums)
+    return values
 
 
 def _header(path: Path, kind: str) -> xr.Dataset:
@@ -84,13 +87,18 @@ def _open_lazy(path: Path, kind: str) -> xr.Dataset:
     import dask.array as da
 
     with _READ_LOCK, _header(path, kind) as ds:
+        attrs = dict(ds.attrs)
+        checksums = pop_checksums(ds, path)  # verified as each variable is read
         variables = {}
         for name, var in ds.data_vars.items():
-            data = dask.delayed(_read_variable, pure=True)(str(path), name)
+            data = dask.delayed(_read_variable, pure=True)(str(path), name, checksums)
             lazy = da.from_delayed(data, shape=var.shape, dtype=var.dtype, name=f"{path}:{name}")
             variables[name] = xr.Variable(var.dims, lazy, dict(var.attrs))
         coords = {k: ds[k].variable.load().copy() for k in ds.coords}
-        out = xr.Dataset(variables, coords=coords, attrs=dict(ds.attrs))
+        attrs.pop(CHECKSUM_ATTR, None)
+        out = xr.Dataset(variables, coords=coords, attrs=attrs)
+    for name, coord in coords.items():
+        verify_variable(path, name, coord.values, checksums)
     out.encoding["source"] = str(path)
     return out
 

@@ -2,7 +2,9 @@
 
 core/ writes only through it and analysis/ reads only through it; never imports torch. Every
 file is plain NetCDF4 (readable with ``xarray.open_dataset(path)`` alone) carrying the global
-attributes ``schema_version`` and ``store_kind``. The schema tables and the pure
+attributes ``schema_version``, ``store_kind`` and ``content_sha256`` (a SHA-256 per variable,
+checked on every read and removed from what is returned; files written before it existed are
+read unchecked). The schema tables and the pure
 ``encode_*``/``decode_event`` functions live in :mod:`.store_schema` and are re-exported here;
 this module owns the files: atomic writes, schema-checked reads, the manifest.
 
@@ -29,6 +31,7 @@ import xarray as xr
 
 from .store_schema import (
     ACTIVATION_VARS,
+    CHECKSUM_ATTR,
     EVENT_VARS,
     HISTORY_VARS,
     METRICS_VARS,
@@ -37,6 +40,7 @@ from .store_schema import (
     StoreError,
     VarSpec,
     check_version,
+    content_checksums,
     decode_event,
     encode_activations,
     encode_affinity,
@@ -45,6 +49,8 @@ from .store_schema import (
     encode_metrics,
     json_default,
     netcdf_encoding,
+    pop_checksums,
+    verify_variable,
 )
 
 __all__ = [
@@ -199,6 +205,7 @@ def atomic_write_dataset(path: str | os.PathLike, ds: xr.Dataset) -> Path:
     clean.encoding = {}
     for var in clean.variables.values():
         var.encoding = {}
+    clean.attrs = {**ds.attrs, CHECKSUM_ATTR: content_checksums(clean)}
     encoding = netcdf_encoding(clean)
     return _atomic(
         path,
@@ -252,13 +259,17 @@ def open_store_dataset(
                 raise StoreError(
                     path, f"store_kind {ds.attrs.get('store_kind')!r} found, expected {kind!r}"
                 )
-            return ds.drop_vars(list(drop), errors="ignore").load()
+            loaded = ds.drop_vars(list(drop), errors="ignore").load()
     except StoreError:
         raise
     except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError, ...
         raise StoreError(
             path, f"truncated or corrupted NetCDF ({type(exc).__name__}: {exc})"
         ) from exc
+    checksums = pop_checksums(loaded, path)
+    for name, var in loaded.variables.items():
+        verify_variable(path, name, var.values, checksums)
+    return loaded
 
 
 # ----------------------------------------------------------------------------- manifest

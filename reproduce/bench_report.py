@@ -142,9 +142,11 @@ def print_tables(out: dict) -> None:
     ov = d["overhead"]
     tables = [
         (
-            "Step overhead: amortized step time / mtl step time (wall; CPU). 'est. if writes async' "
-            "is an estimate (event file, history and checkpoint write times taken off the step), "
-            "not a measured mode: writes are synchronous",
+            (
+                "Step overhead: amortized step time / mtl step time (wall; CPU). 'est. if writes "
+                "async' is an estimate (event file, history and checkpoint write times taken off "
+                "the step), not a measured mode: writes are synchronous"
+            ),
             [
                 "T",
                 "P/estimator",

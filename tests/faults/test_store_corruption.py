@@ -97,11 +97,6 @@ def test_garbage_blocks_never_load_as_different_data(name, run, reference) -> No
     assert "error" in outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core fix pending: store files carry no checksum, so a flipped byte in an "
-    "uncompressed (scalar) variable loads silently",
-)
 def test_flipped_byte_in_a_scalar_is_detected(run) -> None:
     path = run / "metrics.nc"
     value = store.read_metrics(run)["main"].values.astype("<f8").tobytes()
@@ -112,6 +107,37 @@ def test_flipped_byte_in_a_scalar_is_detected(run) -> None:
     put(path, bytes(data))
     with pytest.raises(StoreError, match="checksum"):
         store.read_metrics(run)
+
+
+def _flip_scalar(path, value: float) -> None:
+    """Flip the lowest exponent bit of the one raw copy of float64 ``value`` in ``path``."""
+    raw = np.float64(value).astype("<f8").tobytes()
+    data = bytearray(path.read_bytes())
+    at = data.find(raw)
+    assert at > 0 and data.find(raw, at + 1) == -1
+    data[at + 7] ^= 0x01
+    put(path, bytes(data))
+
+
+def test_flipped_byte_is_detected_by_load_run_eager_and_lazy(run) -> None:
+    from selective_sharing.analysis import load_run
+
+    path = run / "events/event_000001.nc"
+    _flip_scalar(path, store.read_event(path)["threshold"].values)
+    with pytest.raises(StoreError, match=f"{path}: content checksum mismatch in variable"):
+        load_run(run)
+    tree = load_run(run, lazy=True)  # header only: arrays are read (and checked) when used
+    node = tree["events"].children["event_000001"]
+    assert "content_sha256" not in node.attrs  # the checksums never show
+    with pytest.raises(StoreError, match=f"{path}: content checksum mismatch in variable"):
+        node.to_dataset().compute()
+
+
+def test_checksums_are_written_and_never_returned(run) -> None:
+    with xr.open_dataset(run / "history.nc", engine="netcdf4") as raw:  # as any reader sees it
+        written = json.loads(raw.attrs["content_sha256"])
+        assert set(written) == set(raw.variables)
+    assert "content_sha256" not in store.read_history(run).attrs
 
 
 def test_other_schema_version_is_an_error_naming_the_file(run, reference) -> None:
@@ -205,3 +231,16 @@ def test_load_runs_skips_a_corrupted_run_and_reports_it(run, reference, tmp_path
     np.testing.assert_array_equal(
         tree["metrics"]["rmse"].values[0], reference.metrics["rmse"].values
     )
+
+
+def test_damaged_checksum_attribute_is_an_error_naming_the_file(run) -> None:
+    import netCDF4
+
+    path = run / "history.nc"
+    copy = path.with_name(".edit.nc")
+    shutil.copy(path, copy)
+    with netCDF4.Dataset(copy, "a") as nc:
+        nc.setncattr("content_sha256", '{"loss": ')  # cut short
+    os.replace(copy, path)
+    with pytest.raises(StoreError, match=f"{path}: damaged content_sha256 attribute"):
+        store.read_history(run)
