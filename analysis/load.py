@@ -38,7 +38,7 @@ class BrokenRunWarning(UserWarning):
     """Some runs given to :func:`load_runs` could not be loaded; the message lists them."""
 
 
-_READ_LOCK = threading.Lock()  # HDF5 is not thread-safe: dask workers read one at a time
+_READ_LOCK = store.HDF5_LOCK  # HDF5 is not thread-safe: one open/read at a time, process-wide
 
 
 def _read_variable(path: str, name: str, checksums: dict[str, str]) -> np.ndarray:
@@ -82,6 +82,9 @@ def _open_lazy(path: Path, kind: str) -> xr.Dataset:
     handle kept open by xarray's file cache: such handles are closed by the garbage collector
     from whichever thread runs it, which crashed HDF5 (segfault) while another thread read.
     Corruption inside array data is only found (as a StoreError naming the file) at compute.
+    Every NetCDF access of this package holds ``store.HDF5_LOCK`` (HDF5 is not thread-safe);
+    after a failed threaded compute dask may still run other read tasks, so code that opens
+    store files with xarray directly meanwhile should hold that lock too.
     """
     import dask
     import dask.array as da

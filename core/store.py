@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,12 @@ def _free_bytes(directory: Path) -> int | str:
         return "unknown"
 
 
+#: Every NetCDF open, read and write of this package holds this lock: HDF5 is not thread-safe,
+#: and a lazy (dask) read still running in a worker thread after a failed compute must not
+#: overlap a read in the main thread (that crashed the process, not just the read).
+HDF5_LOCK = threading.RLock()
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp)`` on a temp file beside ``path``, fsync it, rename it over ``path``.
 
@@ -207,10 +214,12 @@ def atomic_write_dataset(path: str | os.PathLike, ds: xr.Dataset) -> Path:
         var.encoding = {}
     clean.attrs = {**ds.attrs, CHECKSUM_ATTR: content_checksums(clean)}
     encoding = netcdf_encoding(clean)
-    return _atomic(
-        path,
-        lambda tmp: clean.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding),
-    )
+
+    def write(tmp: Path) -> None:
+        with HDF5_LOCK:
+            clean.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+
+    return _atomic(path, write)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -253,7 +262,7 @@ def open_store_dataset(
         raise StoreError(path, "no such file")
     _check_signature(path)
     try:
-        with xr.open_dataset(path, engine="netcdf4") as ds:
+        with HDF5_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
             check_version(path, ds.attrs.get("schema_version"))
             if kind is not None and ds.attrs.get("store_kind") != kind:
                 raise StoreError(
