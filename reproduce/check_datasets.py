@@ -13,6 +13,9 @@ the run would take on an idle core, since the machine is shared), train s (the t
 alone, from metrics.nc), the dataset's main metric, the adjusted Rand index of the final
 groups against the true ones (``-`` where a dataset has none) and the number of groups. ``--events`` adds, per grouping event, the distance that ``auto``
 chose and both silhouettes, which is what decides whether the image groups are recovered.
+When School is in the grid, each seed's explained variance is printed beside two linear ridge
+baselines fitted on the same split (:func:`selective_sharing.datasets.school.ridge_baselines`:
+an independent ridge per school, and one pooled ridge).
 
 Runs go one after another in this process; ``--threads`` (default 1) keeps a run from
 oversubscribing a shared 2-core machine.
@@ -134,6 +137,25 @@ def summary(rows: Sequence[dict[str, object]]) -> str:
     return "\n".join(out)
 
 
+def school_baselines(rows: Sequence[dict[str, object]], profile: str) -> str:
+    """Per seed of the School rows: each method's explained variance beside two linear ridge
+    baselines fitted by this script on the same split (loaded as the runs loaded it)."""
+    from selective_sharing.datasets import load_dataset
+    from selective_sharing.datasets.school import ridge_baselines
+
+    seeds = sorted({int(r["seed"]) for r in rows if r["dataset"] == "school"})
+    if not seeds:
+        return ""
+    out = ["", "school: test explained variance (%) per seed, runs vs ridge baselines (same split):"]
+    for seed in seeds:
+        data = load_dataset("school", profile=profile, seed=seed)
+        runs = {r["method"]: r["main"] for r in rows if r["dataset"] == "school" and r["seed"] == seed}
+        cells = [f"{m} {v:.2f}" for m, v in runs.items()]
+        cells += [f"{k} {v:.2f}" for k, v in ridge_baselines(data).items()]
+        out.append(f"  seed {seed} ({data.provenance.get('variant', '?')}): " + ", ".join(cells))
+    return "\n".join(out)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
@@ -174,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     print()
     print(format_table(rows))
     print(summary(rows))
+    print(school_baselines(rows, args.profile))
     return rows
 
 

@@ -102,3 +102,23 @@ def test_substitute_is_labelled_and_school_shaped(tmp_path):
     assert data.n_tasks == 139 and data.x_train.shape[1] == 27
     assert data.m_train.sum() + data.m_test.sum() == 15362
     assert len(data.extras["school_level_columns"]) == 6
+
+
+@needs_file
+def test_ridge_baselines_on_the_runs_split(school):
+    from selective_sharing.datasets.school import ridge_baselines
+    from sklearn.linear_model import Ridge
+
+    found = ridge_baselines(school, alphas=(10.0,))
+    assert set(found) == {"ridge_per_school", "ridge_pooled"}
+    # the pooled baseline by hand: one ridge on every training row, scored per school
+    rows, cols = np.nonzero(school.m_train)
+    x_train, x_test = school.x_train.astype(float), school.x_test.astype(float)
+    model = Ridge(alpha=10.0).fit(x_train[rows], school.y_train[rows, cols].astype(float))
+    evs = []
+    for t in range(len(school.tasks)):
+        test = np.flatnonzero(school.m_test[:, t])
+        y = school.y_test[test, t].astype(float)
+        evs.append(100 * (1 - np.var(y - model.predict(x_test[test])) / np.var(y)))
+    assert found["ridge_pooled"] == pytest.approx(np.mean(evs), rel=1e-6)
+    assert np.isfinite(found["ridge_per_school"])
