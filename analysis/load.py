@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,7 +26,7 @@ import xarray as xr
 
 from ..core import store
 from ..core.store import RunPaths, StoreError
-from ..core.store_schema import CHECKSUM_ATTR, check_version, pop_checksums, verify_variable
+from ..core.store_schema import check_version, pop_checksums, verify_variable
 
 __all__ = ["BrokenRunWarning", "find_runs", "load_run", "load_runs", "run_coords"]
 
@@ -38,13 +37,10 @@ class BrokenRunWarning(UserWarning):
     """Some runs given to :func:`load_runs` could not be loaded; the message lists them."""
 
 
-_READ_LOCK = store.HDF5_LOCK  # HDF5 is not thread-safe: one open/read at a time, process-wide
-
-
 def _read_variable(path: str, name: str, checksums: dict[str, str]) -> np.ndarray:
     """Read one variable (open, read, close; checksum verified): no file handle outlives the
     read."""
-    with _READ_LOCK:
+    with store.HDF5_LOCK:
         try:
             with xr.open_dataset(path, engine="netcdf4") as ds:
                 values = ds[name].values
@@ -89,8 +85,7 @@ def _open_lazy(path: Path, kind: str) -> xr.Dataset:
     import dask
     import dask.array as da
 
-    with _READ_LOCK, _header(path, kind) as ds:
-        attrs = dict(ds.attrs)
+    with store.HDF5_LOCK, _header(path, kind) as ds:
         checksums = pop_checksums(ds, path)  # verified as each variable is read
         variables = {}
         for name, var in ds.data_vars.items():
@@ -98,8 +93,7 @@ def _open_lazy(path: Path, kind: str) -> xr.Dataset:
             lazy = da.from_delayed(data, shape=var.shape, dtype=var.dtype, name=f"{path}:{name}")
             variables[name] = xr.Variable(var.dims, lazy, dict(var.attrs))
         coords = {k: ds[k].variable.load().copy() for k in ds.coords}
-        attrs.pop(CHECKSUM_ATTR, None)
-        out = xr.Dataset(variables, coords=coords, attrs=attrs)
+        out = xr.Dataset(variables, coords=coords, attrs=dict(ds.attrs))
     for name, coord in coords.items():
         verify_variable(path, name, coord.values, checksums)
     out.encoding["source"] = str(path)

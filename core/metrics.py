@@ -61,3 +61,45 @@ def task_metrics(pred: np.ndarray, y: np.ndarray, t_idx: np.ndarray, task_types:
             logits = p[:, : n_classes[t]]
             out["accuracy"][t] = float(np.mean(np.argmax(logits, axis=1) == yt.astype(int)))
     return out
+
+
+#: Ridge penalties tried by :func:`ridge_baselines` (chosen by leave-one-out CV on training rows).
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
+
+
+def ridge_baselines(data: object, alphas: tuple[float, ...] = RIDGE_ALPHAS) -> dict[str, float]:
+    """Two linear baselines on ``data``'s own train/test split (an ``MTLData`` of regression
+    tasks, e.g. School), scored as a run's main metric is: the mean over tasks of
+    :func:`task_metrics`' test ``explained_variance``, in percent.
+
+    - ``ridge_per_school``: an independent ridge regression per task (school);
+    - ``ridge_pooled``: one ridge regression on every task's training rows, ignoring the task.
+
+    Each penalty is chosen from ``alphas`` by scikit-learn's leave-one-out CV on the training
+    rows only.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    tasks = range(len(data.tasks))
+    if any(t.type != "regression" for t in data.tasks):
+        raise ValueError(f"ridge_baselines needs regression tasks; {data.name!r} has others")
+    x_train, x_test = data.x_train.astype(np.float64), data.x_test.astype(np.float64)
+    y_train, y_test = data.y_train.astype(np.float64), data.y_test.astype(np.float64)
+    train = [np.flatnonzero(data.m_train[:, t]) for t in tasks]
+    test = [np.flatnonzero(data.m_test[:, t]) for t in tasks]
+    t_idx = np.concatenate([np.full(r.size, t) for t, r in zip(tasks, test)])
+    y = np.concatenate([y_test[r, t] for t, r in zip(tasks, test)])
+
+    def score(predict: list) -> float:
+        pred = np.concatenate([predict[t](x_test[r]) for t, r in zip(tasks, test)])[:, None]
+        ev = task_metrics(pred, y, t_idx, ["regression"] * len(tasks), [1] * len(tasks))
+        return float(np.nanmean(ev["explained_variance"]))
+
+    per_school = [
+        RidgeCV(alphas=np.asarray(alphas)).fit(x_train[r], y_train[r, t]).predict
+        for t, r in zip(tasks, train)
+    ]
+    rows = np.concatenate(train)
+    cols = np.concatenate([np.full(r.size, t) for t, r in zip(tasks, train)])
+    pooled = RidgeCV(alphas=np.asarray(alphas)).fit(x_train[rows], y_train[rows, cols]).predict
+    return {"ridge_per_school": score(per_school), "ridge_pooled": score([pooled] * len(tasks))}

@@ -14,7 +14,7 @@ alone, from metrics.nc), the dataset's main metric, the adjusted Rand index of t
 groups against the true ones (``-`` where a dataset has none) and the number of groups. ``--events`` adds, per grouping event, the distance that ``auto``
 chose and both silhouettes, which is what decides whether the image groups are recovered.
 When School is in the grid, each seed's explained variance is printed beside two linear ridge
-baselines fitted on the same split (:func:`selective_sharing.datasets.school.ridge_baselines`:
+baselines fitted on the same split (:func:`selective_sharing.core.metrics.ridge_baselines`:
 an independent ridge per school, and one pooled ridge).
 
 Runs go one after another in this process; ``--threads`` (default 1) keeps a run from
@@ -140,8 +140,8 @@ def summary(rows: Sequence[dict[str, object]]) -> str:
 def school_baselines(rows: Sequence[dict[str, object]], profile: str) -> str:
     """Per seed of the School rows: each method's explained variance beside two linear ridge
     baselines fitted by this script on the same split (loaded as the runs loaded it)."""
+    from selective_sharing.core.metrics import ridge_baselines
     from selective_sharing.datasets import load_dataset
-    from selective_sharing.datasets.school import ridge_baselines
 
     seeds = sorted({int(r["seed"]) for r in rows if r["dataset"] == "school"})
     if not seeds:

@@ -53,14 +53,13 @@ def method_overrides(
     """
     if profile != "quick":
         return {}
-    if method == "stl" and "conv_channels" in profile_defaults(dataset, profile)["model"]:
-        steps = profile_defaults(dataset, profile)["train"]["steps"]
-        steps = int((extra or {}).get("train.steps", steps))
+    defaults, extra = profile_defaults(dataset, profile), extra or {}
+    if method == "stl" and "conv_channels" in defaults["model"]:
+        steps = int(extra.get("train.steps", defaults["train"]["steps"]))
         return {"train.steps": max(1, steps // STL_IMAGE_STEP_DIVISOR)}
     if method not in AFFINITY_METHODS:
         return {}
-    warmup = profile_defaults(dataset, profile)["sharing"]["warmup_steps"]
-    warmup = int((extra or {}).get("sharing.warmup_steps", warmup))
+    warmup = int(extra.get("sharing.warmup_steps", defaults["sharing"]["warmup_steps"]))
     return {"baseline.affinity_steps": warmup, "baseline.affinity_every": max(1, warmup // 3)}
 
 

@@ -106,7 +106,7 @@ def test_substitute_is_labelled_and_school_shaped(tmp_path):
 
 @needs_file
 def test_ridge_baselines_on_the_runs_split(school):
-    from selective_sharing.datasets.school import ridge_baselines
+    from selective_sharing.core.metrics import ridge_baselines
     from sklearn.linear_model import Ridge
 
     found = ridge_baselines(school, alphas=(10.0,))
