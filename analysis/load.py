@@ -105,8 +105,11 @@ def _open(path: Path, kind: str, lazy: bool) -> xr.Dataset:
 
 
 def _required(paths: RunPaths, manifest: dict) -> set[str]:
-    """Files a run in this state must have: a complete run has history and metrics."""
-    return {"history", "metrics"} if manifest.get("status") == "complete" else set()
+    """Files a run in this state must have: a complete run has history and metrics, unless a
+    ``SharingScheduler`` in the user's own loop wrote it (events and manifest only)."""
+    if manifest.get("status") != "complete" or manifest.get("trained_by") == "SharingScheduler":
+        return set()
+    return {"history", "metrics"}
 
 
 def load_run(

@@ -24,7 +24,7 @@ import torch
 from .config import ConfigError, RunConfig
 from .grouping.affinity import groups_from_affinity, random_partition
 from .grouping.partition import canonical, group_sizes
-from .losses import task_losses
+from .losses import entry_losses
 
 
 def _reference(config: RunConfig) -> np.ndarray:
@@ -94,8 +94,8 @@ class AffinityRecorder:
         model, n_tasks = trainer.model, trainer.n_tasks
         shared = [p for p in model.trunk.parameters()]
         pred = model.forward_entries(x, b_idx, t_idx)
-        losses = task_losses(pred, y, t_idx, trainer.codes, trainer.n_classes,
-                             trainer.cfg.train.rank_mse_weight)
+        losses = entry_losses(pred, y, t_idx, trainer.codes, trainer.n_classes,
+                              trainer.cfg.train.rank_mse_weight)
         present = torch.bincount(t_idx, minlength=n_tasks).nonzero()[:, 0].tolist()
         grads = []
         for i in present:
@@ -122,8 +122,8 @@ class AffinityRecorder:
             for p, gi in zip(shared, g):
                 p.sub_(lr * gi)
             pred = trainer.model.forward_entries(x, b_idx, t_idx)
-            after = task_losses(pred, y, t_idx, trainer.codes, trainer.n_classes,
-                                trainer.cfg.train.rank_mse_weight)
+            after = entry_losses(pred, y, t_idx, trainer.codes, trainer.n_classes,
+                                 trainer.cfg.train.rank_mse_weight)
             for p, s in zip(shared, saved):
                 p.copy_(s)
             z = 1.0 - after[idx] / base[idx].clamp_min(1e-12)

@@ -1,7 +1,8 @@
 """Gradient capture: the window of summed signals and its sketched trajectory bins.
 
-The signal of a step is already in ``.grad`` after the one backward pass: capture costs a copy
-(an in-place add), never another backward pass. Steps are summed per bin; a bin is projected to
+The signal of a step reaches the window through a gradient hook on the signal parameter during
+the step's one backward pass (see :mod:`.scheduler`): capture costs an in-place add, never
+another backward pass. Steps are summed per bin; a bin is projected to
 ``sketch_dim`` by the fixed seeded sketch only when it closes (projection is linear, so
 projecting the bin's sum equals summing the projections), keeping the per-step cost at one add.
 
@@ -25,22 +26,14 @@ from .grouping.sketch import (
     countsketch_params,
     dense_projection,
 )
-from .model import MTLNet
 
 
-def signal_of(model: MTLNet, signal: str) -> torch.Tensor:
-    """The step's gradient signal per entity, (E, R, C): the first estimator weight matrix's
-    gradient ``(E, estimator_hidden[0], representation_dim)``, or all estimator parameters
-    flattened ``(E, 1, P)``."""
-    if signal == "first_layer":
-        return model.estimators[0].weight.grad
-    grads = [p.grad.reshape(p.shape[0], -1) for p in model.estimator_params()]
-    return torch.cat(grads, dim=1).unsqueeze(1)
-
-
-def entity_grad_norms(model: MTLNet) -> torch.Tensor:
-    """L2 norm of each entity's whole estimator gradient, (E,)."""
-    sq = sum(p.grad.reshape(p.shape[0], -1).pow(2).sum(1) for p in model.estimator_params())
+def entity_grad_norms(model: Any) -> torch.Tensor:
+    """L2 norm of each entity's whole estimator gradient, (E,) (zero where no gradient)."""
+    sq = sum(p.grad.reshape(p.shape[0], -1).pow(2).sum(1) for p in model.estimator_params()
+             if p.grad is not None)
+    if not torch.is_tensor(sq):
+        return torch.zeros(model.n_entities)
     return sq.sqrt()
 
 
@@ -72,24 +65,41 @@ class GradientWindow:
     """
 
     def __init__(self, n_entities: int, signal_shape: tuple[int, int], window_len: int,
-                 n_bins: int, sketch_dim: int, sketch_seed: int, sketch_kind: str = "auto"):
+                 n_bins: int, sketch_dim: int, sketch_seed: int, sketch_kind: str = "auto",
+                 device: torch.device | str = "cpu"):
         self.window_len, self.n_bins, self.sketch_dim = window_len, n_bins, sketch_dim
         n_in = int(np.prod(signal_shape))
         self.sketch_kind, self._proj, self._sign = _projection(n_in, sketch_dim, sketch_seed,
                                                                sketch_kind)
-        self.summed = torch.zeros(n_entities, *signal_shape)
-        self.acc = torch.zeros(n_entities, *signal_shape)
+        self.summed = torch.zeros(n_entities, *signal_shape, device=device)
+        self.acc = torch.zeros(n_entities, *signal_shape, device=device)
+        self._proj = self._proj.to(device)
+        self._sign = None if self._sign is None else self._sign.to(device)
         self.bins = np.zeros((n_entities, n_bins, sketch_dim), dtype=np.float32)
         self.i = 0
         self.bin = 0
 
-    def add(self, g: torch.Tensor) -> None:
+    def accumulate(self, g: torch.Tensor) -> None:
+        """Add one backward pass's signal ``g`` (E, R, C) to the current step (hook side)."""
+        self.acc.add_(g.reshape(self.acc.shape))
+
+    def accumulate_columns(self, g: torch.Tensor, start: int) -> None:
+        """Add ``g`` (E, ...) flattened into columns ``start:`` of a flat (E, 1, P) signal."""
+        flat = g.reshape(g.shape[0], -1)
+        self.acc[:, 0, start:start + flat.shape[1]].add_(flat)
+
+    def end_step(self) -> None:
+        """Close the current step; sketch the bin when the next step falls in another one."""
+        self.i += 1
         b = min(self.i * self.n_bins // self.window_len, self.n_bins - 1)
         if b != self.bin:
             self._flush()
             self.bin = b
-        self.acc.add_(g)
-        self.i += 1
+
+    def add(self, g: torch.Tensor) -> None:
+        """One whole step's signal: :meth:`accumulate` then :meth:`end_step`."""
+        self.accumulate(g)
+        self.end_step()
 
     def _flush(self) -> None:
         self.summed.add_(self.acc)
@@ -100,18 +110,19 @@ class GradientWindow:
             else:  # count-sketch; acc is zeroed below, so it is signed in place (no temporary)
                 flat.mul_(self._sign)
                 proj = torch.zeros(flat.shape[0], self.sketch_dim).index_add_(1, self._proj, flat)
-        self.bins[:, self.bin] += proj.numpy()
+        self.bins[:, self.bin] += proj.cpu().numpy()
         self.acc.zero_()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         """Close the window: (summed (E, R, C) float32, bins (E, n_bins, sketch_dim) float32)."""
         self._flush()
-        return self.summed.numpy().astype(np.float32, copy=True), self.bins.copy()
+        return self.summed.cpu().numpy().astype(np.float32, copy=True), self.bins.copy()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"summed": self.summed.clone(), "acc": self.acc.clone(),
+        return {"summed": self.summed.cpu().clone(), "acc": self.acc.cpu().clone(),
                 "bins": self.bins.copy(), "i": self.i, "bin": self.bin}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.summed, self.acc = state["summed"].clone(), state["acc"].clone()
+        device = self.summed.device
+        self.summed, self.acc = state["summed"].to(device), state["acc"].to(device)
         self.bins, self.i, self.bin = state["bins"].copy(), state["i"], state["bin"]

@@ -8,6 +8,9 @@ and gradient come only from its labelled samples (DESIGN section 3, "Data model"
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -15,8 +18,9 @@ TYPE_CODES = {"regression": 0, "binary": 1, "multiclass": 2, "rank": 3}
 
 
 def _per_task_mean(values: torch.Tensor, t_idx: torch.Tensor, n_tasks: int) -> torch.Tensor:
-    total = torch.zeros(n_tasks, dtype=values.dtype).index_add(0, t_idx, values)
-    count = torch.zeros(n_tasks, dtype=values.dtype).index_add(0, t_idx, torch.ones_like(values))
+    zeros = values.new_zeros(n_tasks)
+    total = zeros.index_add(0, t_idx, values)
+    count = zeros.index_add(0, t_idx, torch.ones_like(values))
     return total / count.clamp_min(1.0)
 
 
@@ -45,10 +49,11 @@ def pairwise_rank_loss(score: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor
     return pair_loss.sum(dim=(1, 2)) / n_pairs
 
 
-def task_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
-                task_codes: torch.Tensor, n_classes: torch.Tensor, rank_mse_weight: float
-                ) -> torch.Tensor:
-    """Per-task mean loss, shape (n_tasks,); 0 for tasks without labelled entries.
+def entry_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
+                 task_codes: torch.Tensor, n_classes: torch.Tensor, rank_mse_weight: float
+                 ) -> torch.Tensor:
+    """Per-task mean loss from the labelled entries only, shape (n_tasks,); 0 for tasks without
+    labelled entries. :func:`task_losses` is the same on whole ``(B, T)`` batches.
 
     Parameters
     ----------
@@ -60,7 +65,8 @@ def task_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
     """
     n_tasks = task_codes.numel()
     code = task_codes[t_idx]
-    elem = torch.zeros_like(y)
+    elem = torch.zeros_like(pred[:, 0])
+    y = y.to(elem.dtype)
     reg = code == TYPE_CODES["regression"]
     if reg.any():
         elem = torch.where(reg, (pred[:, 0] - y) ** 2, elem)
@@ -70,7 +76,7 @@ def task_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
         elem = torch.where(binary, bce, elem)
     multi = code == TYPE_CODES["multiclass"]
     if multi.any():
-        cls = torch.arange(pred.shape[1])[None, :] < n_classes[t_idx][:, None]
+        cls = torch.arange(pred.shape[1], device=pred.device)[None, :] < n_classes[t_idx][:, None]
         logits = pred.masked_fill(~cls, float("-inf"))
         target = torch.where(multi, y, torch.zeros_like(y)).long()
         ce = F.cross_entropy(logits, target, reduction="none")
@@ -83,3 +89,42 @@ def task_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
         idx = rank.nonzero()[:, 0]
         losses = losses + pairwise_rank_loss(pred[idx, 0], y[idx], t_idx[idx], n_tasks)
     return losses
+
+
+def task_codes(tasks: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(TYPE_CODES of each task, classes of each task)`` from TaskSpecs, both (n_tasks,)."""
+    codes = torch.tensor([TYPE_CODES[t.type] for t in tasks])
+    return codes, torch.tensor([t.n_classes for t in tasks])
+
+
+def task_losses(outputs: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, tasks: Sequence[Any],
+                rank_mse_weight: float = 0.5) -> torch.Tensor:
+    """Masked per-task losses of a batch, for your own training loop: shape (n_tasks,).
+
+    Parameters
+    ----------
+    outputs : (B, n_tasks, O)
+        ``BranchedModel(x)``.
+    y : (B, n_tasks)
+        Targets (class indices as floats for multiclass tasks); entries outside ``mask`` ignored.
+    mask : (B, n_tasks) bool
+        True where the task is labelled on the sample: a task's loss and gradient come only from
+        its labelled samples (0 for a task with none in the batch).
+    tasks : sequence of TaskSpec
+        ``model.tasks``: each task's type picks its loss (MSE, BCE, CE, pairwise RankNet).
+    rank_mse_weight : float
+        Weight of the rating's squared error beside the pairwise loss of ``rank`` tasks.
+
+    Examples
+    --------
+    >>> loss = task_losses(model(x), y, mask, model.tasks).sum()
+    """
+    if outputs.dim() != 3 or outputs.shape[:2] != y.shape or y.shape != mask.shape:
+        raise ValueError(f"task_losses needs outputs (B, T, O), y (B, T) and mask (B, T); got "
+                         f"{tuple(outputs.shape)}, {tuple(y.shape)}, {tuple(mask.shape)}")
+    if outputs.shape[1] != len(tasks):
+        raise ValueError(f"outputs has {outputs.shape[1]} tasks but tasks lists {len(tasks)}")
+    codes, n_classes = task_codes(tasks)
+    b_idx, t_idx = mask.bool().nonzero(as_tuple=True)
+    return entry_losses(outputs[b_idx, t_idx], y[b_idx, t_idx], t_idx, codes.to(t_idx.device),
+                        n_classes.to(t_idx.device), rank_mse_weight)

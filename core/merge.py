@@ -9,10 +9,10 @@ weights it belongs to. Heads are kept: tasks of a group differ only in their hea
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
-
-from .model import MTLNet
 
 
 def merge_matrix(parent: np.ndarray, mode: str, scores: np.ndarray | None = None) -> torch.Tensor:
@@ -46,25 +46,11 @@ def merge_matrix(parent: np.ndarray, mode: str, scores: np.ndarray | None = None
     return torch.as_tensor(m, dtype=torch.float32)
 
 
-def _apply(m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return (m @ t.reshape(t.shape[0], -1)).reshape(m.shape[0], *t.shape[1:]).contiguous()
-
-
 @torch.no_grad()
-def merge_estimators(model: MTLNet, optimizer: torch.optim.Optimizer, parent: np.ndarray,
+def merge_estimators(model: Any, optimizer: torch.optim.Optimizer | None, parent: np.ndarray,
                      assignment_after: np.ndarray, mode: str,
                      scores: np.ndarray | None = None) -> None:
-    """Replace the estimator bank by the merged one, in place, with its optimizer state.
-
-    Parameter objects are kept (their data is replaced), so the optimizer's param groups stay
-    valid; per-parameter state tensors of matching leading size are mapped by the same matrix.
-    """
-    m = merge_matrix(parent, mode, scores)
-    for p in model.estimator_params():
-        p.data = _apply(m, p.data)
-        p.grad = None
-        state = optimizer.state.get(p, {})
-        for key, value in list(state.items()):
-            if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == m.shape[1]:
-                state[key] = _apply(m, value)
+    """Replace the stacked estimators of a :class:`~.branched.BranchedModel` by the merged
+    ones, in place, with their optimizer state (:meth:`~.branched.EstimatorStack.merge`)."""
+    model.estimators.merge(merge_matrix(parent, mode, scores), optimizer)
     model.assignment.copy_(torch.as_tensor(assignment_after, dtype=torch.long))

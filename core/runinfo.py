@@ -78,46 +78,58 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def new_manifest(config: RunConfig, data: Any) -> dict[str, Any]:
+def versions_and_revision() -> dict[str, Any]:
+    """``{"versions": package versions, "git_revision": ...}`` for a manifest."""
+    return {"versions": _versions(), "git_revision": _git_revision()}
+
+
+def new_manifest(config: RunConfig, data: Any, threads: int, model: Any = None
+                 ) -> dict[str, Any]:
+    """A new run's manifest. ``model``: the user's BranchedModel, if the run trains one
+    (recorded as ``user_model``; None: the built-in model of ``config.model``)."""
+    from .branched import describe
+
     groups = None if data.groups is None else [int(g) for g in data.groups]
     return {
         "status": "running", "method": config.method, "seed": config.seed,
         "config": config.to_dict(), "dataset": dict(data.provenance),
         "task_names": data.task_names, "task_types": [t.type for t in data.tasks],
         "true_groups": groups, "main_metric": data.main_metric,
-        "versions": _versions(), "git_revision": _git_revision(),
+        **versions_and_revision(), "threads": threads, "trained_by": "train",
+        "input_shape": list(data.input_shape), "n_outputs": [t.n_outputs for t in data.tasks],
+        "user_model": None if model is None else describe(model),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "events": [], "error": None,
     }
 
 
-def _entries(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.nonzero(m)
-
-
 @torch.no_grad()
-def predict(model: Any, x: np.ndarray, m: np.ndarray, batch: int) -> tuple[np.ndarray, ...]:
-    """Predictions on every labelled entry of (x, m): (pred (N, O), b_idx (N,), t_idx (N,))."""
-    preds, bs, ts = [], [], []
-    for start in range(0, x.shape[0], batch):
-        mb = torch.as_tensor(m[start:start + batch])
-        b_idx, t_idx = mb.nonzero(as_tuple=True)
-        if b_idx.numel() == 0:
-            continue
-        xb = torch.as_tensor(x[start:start + batch])
-        preds.append(model.forward_entries(xb, b_idx, t_idx).numpy())
-        bs.append(b_idx.numpy() + start)
-        ts.append(t_idx.numpy())
-    return np.concatenate(preds), np.concatenate(bs), np.concatenate(ts)
+def predict_all(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
+    """Every task's output on every sample, (N, n_tasks, O), in eval mode, ``batch`` at a time.
+    The one prediction path: the stored test metrics and :func:`~.inference.predict` use it."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        out = [model(torch.as_tensor(x[s:s + batch]).to(device)).cpu().numpy()
+               for s in range(0, x.shape[0], batch)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(out)
+
+
+def entry_metrics(pred: np.ndarray, data: Any) -> dict[str, np.ndarray]:
+    """Test metrics per task from ``predict_all``'s (N, n_tasks, O) on ``data``'s test split."""
+    b_idx, t_idx = np.nonzero(data.m_test)
+    scale = np.asarray(data.extras.get("task_target_scale",
+                                       data.extras.get("target_scale", 1.0)), dtype=float)
+    return task_metrics(pred[b_idx, t_idx], data.y_test[b_idx, t_idx], t_idx,
+                        [t.type for t in data.tasks], [t.n_classes for t in data.tasks],
+                        target_scale=scale)
 
 
 def evaluate(trainer: Any) -> dict[str, np.ndarray]:
-    data, cfg = trainer.data, trainer.cfg
-    pred, b_idx, t_idx = predict(trainer.model, data.x_test, data.m_test,
-                                 cfg.train.eval_batch_size)
-    scale = np.asarray(data.extras.get("task_target_scale",
-                                       data.extras.get("target_scale", 1.0)), dtype=float)
-    return task_metrics(pred, data.y_test[b_idx, t_idx], t_idx, [t.type for t in data.tasks],
-                        [t.n_classes for t in data.tasks], target_scale=scale)
+    pred = predict_all(trainer.model, trainer.data.x_test, trainer.cfg.train.eval_batch_size)
+    return entry_metrics(pred, trainer.data)
 
 
 def probe_index(data: Any, size: int) -> np.ndarray:
@@ -143,8 +155,8 @@ def saliency(model: Any, x: torch.Tensor, n_tasks: int) -> np.ndarray:
         xi = x.clone().requires_grad_(True)
         b_idx = torch.arange(x.shape[0])
         out = model.forward_entries(xi, b_idx, torch.full_like(b_idx, t))
-        out.max(dim=1).values.sum().backward()
-        maps.append(xi.grad.abs().amax(dim=1))
+        (grad,) = torch.autograd.grad(out.max(dim=1).values.sum(), xi)
+        maps.append(grad.abs().amax(dim=1))
     return torch.stack(maps).numpy().astype(np.float32)
 
 
@@ -180,7 +192,7 @@ def adjusted_rand(groups: Any, assignment: np.ndarray) -> float | None:
 
 
 def finish_run(trainer: Any) -> None:
-    data, cfg = trainer.data, trainer.cfg
+    data = trainer.data
     n_params, n_est = trainer.model.count_parameters()
     ds = store.encode_metrics(
         task_names=data.task_names, task_metrics=evaluate(trainer),

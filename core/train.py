@@ -4,6 +4,7 @@ and the run store. ``python -m selective_sharing.core.train --help`` for the com
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 import types
@@ -17,17 +18,16 @@ import torch
 from tqdm.auto import tqdm
 
 from . import store
-from .capture import GradientWindow, entity_grad_norms, signal_of
-from .checkpoint import load_checkpoint, save_checkpoint
+from .branched import BranchedModel
+from .capture import entity_grad_norms
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RunConfig
-from .grouping import grouping_event
-from .losses import TYPE_CODES, task_losses
-from .merge import merge_estimators
-from .model import MTLNet
-from .runlock import RunLock
+from .grouping import EventResult
+from .losses import entry_losses, task_codes
+from .model import build_model
 from .runinfo import finish_run, initial_assignment, new_manifest, write_activations
-
-SKETCH_SEED_OFFSET = 7919  # the sketch's seed is seed + this; stored with every event
+from .runlock import RunLock
+from .scheduler import SharingScheduler, event_step
 
 
 class TrainingError(RuntimeError):
@@ -36,87 +36,60 @@ class TrainingError(RuntimeError):
 
 def event_steps(config: RunConfig) -> list[int]:
     """Steps (counted after the step) at which grouping events fire."""
-    if not config.is_selective:
-        return []
-    sh, total = config.sharing, config.train.steps
-    steps = [sh.warmup_steps]
-    while sh.regroup_every and steps[-1] + sh.regroup_every < total:
-        steps.append(steps[-1] + sh.regroup_every)
-    return steps[: sh.max_events] if sh.max_events else steps
+    steps, k = [], 0
+    while (s := event_step(config, k, config.train.steps)) is not None:
+        steps.append(s)
+        k += 1
+    return steps
 
 
 class Trainer:
-    """Holds one run's state. Use :func:`train`; this class exists so tests can poke at it."""
+    """The built-in loop over a :class:`BranchedModel` and a :class:`SharingScheduler`, with the
+    harness around them (mini-batches, history, checkpoints). Use :func:`train`; this class
+    exists so tests can poke at it.
+
+    ``model`` is the user's BranchedModel (its trunk and template); by default the built-in one
+    of ``config.model``.
+    """
 
     def __init__(self, config: RunConfig, data: Any, callbacks: Sequence[Any] = (),
-                 assignment: np.ndarray | None = None, recorder: Any = None):
+                 assignment: np.ndarray | None = None, recorder: Any = None,
+                 model: BranchedModel | None = None, run_dir: Path | None = None):
         self.cfg, self.data, self.callbacks = config, data, list(callbacks)
         self.recorder = recorder
         self.paths = store.RunPaths(Path(config.out))
         torch.manual_seed(config.seed)
         tasks = data.tasks
         self.n_tasks = len(tasks)
-        self.assignment = (initial_assignment(config.method, self.n_tasks) if assignment is None
-                           else np.asarray(assignment, dtype=np.int64))
-        copies = self.n_tasks if config.method == "stl" else 1
-        self.model = MTLNet(data.input_shape, [t.n_outputs for t in tasks], config.model,
-                            self.assignment, copies, seed=config.seed)
+        start = (initial_assignment(config.method, self.n_tasks) if assignment is None
+                 else np.asarray(assignment, dtype=np.int64))
+        if model is None:
+            copies = self.n_tasks if config.method == "stl" else 1
+            model = build_model(data.input_shape, tasks, config.model, start, copies,
+                                seed=config.seed)
+        else:
+            _start_user_model(model, data, start, config.method)
+        self.model = model
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.train.lr,
                                     weight_decay=config.train.weight_decay)
-        self.codes = torch.tensor([TYPE_CODES[t.type] for t in tasks])
-        self.n_classes = torch.tensor([t.n_classes for t in tasks])
+        self.sharing = SharingScheduler(self.model, self.opt, config, run_dir=run_dir,
+                                        total_steps=config.train.steps, resume=True)
+        self.codes, self.n_classes = task_codes(tasks)
         self.x = torch.as_tensor(data.x_train)
         self.y = torch.as_tensor(data.y_train)
         self.m = torch.as_tensor(data.m_train)
-        self.events = event_steps(config)
-        self.step, self.n_events = 0, 0
-        self.streak = np.zeros((self.n_tasks, self.n_tasks), dtype=np.int64)
-        self.window: GradientWindow | None = None
-        self.window_loss = np.zeros(self.n_tasks)
+        self.step = 0
         self.hist: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "lr": [],
                                       "assignment": []}
         self.counters = {"backward_passes": 0, "forward_passes": 0, "wall_time_s": 0.0}
-        self._open_window()
 
-    # -- windows and events -------------------------------------------------------------
-    def _open_window(self) -> None:
-        upcoming = [s for s in self.events[self.n_events:] if s > self.step]
-        if not upcoming or self.model.n_entities <= max(1, self.cfg.grouping.min_groups):
-            self.window = None  # nothing left to decide: capture stops costing anything
-            return
-        sh = self.cfg.sharing
-        sig = signal_of_shape(self.model, sh.signal)
-        self.window = GradientWindow(self.model.n_entities, sig, upcoming[0] - self.step,
-                                     sh.window_bins, sh.sketch_dim,
-                                     self.cfg.seed + SKETCH_SEED_OFFSET, sh.sketch_kind)
-        self.window_start = self.step
-        self.window_loss = np.zeros(self.n_tasks)
+    @property
+    def assignment(self) -> np.ndarray:
+        return self.sharing.assignment
 
-    def _event(self) -> None:
-        summed, bins = self.window.finish()
-        before = self.model.count_parameters()[0]
-        result = grouping_event(summed, self.assignment, self.streak, self.cfg.grouping)
-        scores = np.array([self.window_loss[self.assignment == e].mean()
-                           for e in range(self.model.n_entities)])
-        merge_estimators(self.model, self.opt, result.parent, result.assignment_after,
-                         self.cfg.sharing.merge, scores)
-        ds = store.encode_event(
-            result, index=self.n_events, step=self.step, window_start=self.window_start,
-            bins=bins, sketch_seed=self.cfg.seed + SKETCH_SEED_OFFSET,
-            sketch_kind=self.cfg.sharing.sketch_kind, task_names=self.data.task_names,
-            n_params_before=before, n_params_after=self.model.count_parameters()[0],
-            merge_mode=self.cfg.sharing.merge, grouping_config=_asdict(self.cfg.grouping))
-        path = store.write_event(self.paths.run_dir, ds)
-        self.assignment = result.assignment_after.astype(np.int64)
-        self.streak = result.streak_after
-        self.n_events += 1
-        manifest = store.read_manifest(self.paths.run_dir)
-        names = sorted(set(manifest.get("events", [])) | {path.name})
-        store.update_manifest(self.paths.run_dir, events=names)
-        self._open_window()
-        self.save()
-        for cb in self.callbacks:  # after the checkpoint: a callback may end the process
-            getattr(cb, "on_event", lambda *a: None)(self, result)
+    @property
+    def n_events(self) -> int:
+        return self.sharing.n_events
 
     # -- one step -----------------------------------------------------------------------
     def _batch(self) -> torch.Tensor:
@@ -128,15 +101,15 @@ class Trainer:
         order = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
         return torch.as_tensor(order[k * bs:(k + 1) * bs])
 
-    def _step(self) -> None:
+    def _step(self) -> EventResult | None:
         idx = self._batch()
         x, y, m = self.x[idx], self.y[idx], self.m[idx]
         b_idx, t_idx = m.nonzero(as_tuple=True)
         if self.recorder is not None:
             self.recorder(self, x, y[b_idx, t_idx], b_idx, t_idx)
         pred = self.model.forward_entries(x, b_idx, t_idx)
-        losses = task_losses(pred, y[b_idx, t_idx], t_idx, self.codes, self.n_classes,
-                             self.cfg.train.rank_mse_weight)
+        losses = entry_losses(pred, y[b_idx, t_idx], t_idx, self.codes, self.n_classes,
+                              self.cfg.train.rank_mse_weight)
         total = losses.sum()
         if not torch.isfinite(total):
             bad = int(torch.nonzero(~torch.isfinite(losses))[0, 0])
@@ -144,14 +117,11 @@ class Trainer:
                                 f"{self.data.task_names[bad]!r} (loss={losses[bad].item()}); "
                                 "lower train.lr or check the task's targets")
         self.opt.zero_grad(set_to_none=False)
-        total.backward()
+        total.backward()  # the scheduler's hook adds the signal into its window here
         self.counters["backward_passes"] += 1
         self.counters["forward_passes"] += 1
-        if self.window is not None:
-            self.window.add(signal_of(self.model, self.cfg.sharing.signal))
         has = torch.bincount(t_idx, minlength=self.n_tasks) > 0
         loss_np = np.where(has.numpy(), losses.detach().numpy(), np.nan)
-        self.window_loss += np.nan_to_num(loss_np)
         norms = entity_grad_norms(self.model).numpy()[self.assignment]
         self.opt.step()
         for key, val in (("step", self.step), ("loss", loss_np), ("grad_norm", norms),
@@ -159,30 +129,24 @@ class Trainer:
                          ("assignment", self.assignment.copy())):
             self.hist[key].append(val)
         self.step += 1
+        return self.sharing.step(loss_np)
 
     # -- persistence --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "assignment": self.assignment, "step": self.step, "n_events": self.n_events,
-                "streak": self.streak, "window_loss": self.window_loss, "hist": self.hist,
-                "counters": self.counters, "torch_rng": torch.get_rng_state(),
-                "window": self.window.state_dict() if self.window else None,
-                "window_start": getattr(self, "window_start", 0)}
+                "sharing": self.sharing.state_dict(), "step": self.step, "hist": self.hist,
+                "counters": self.counters, "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
-        self.assignment = np.asarray(st["assignment"], dtype=np.int64)
-        n_e = int(self.assignment.max()) + 1
-        for p in self.model.estimator_params():  # shapes after merges
-            p.data = torch.empty(n_e, *p.shape[1:])
-        self.model.load_state_dict(st["model"])
+        if "sharing" not in st:
+            raise CheckpointError(f"{self.paths.checkpoint} was written by an earlier version "
+                                  "of selective-sharing; train this run again without --resume")
+        self.model.load_state_dict(st["model"])  # resizes the stacks to the merged count
         self.opt.load_state_dict(st["opt"])
-        for key in ("step", "n_events", "streak", "window_loss", "hist", "counters"):
+        self.sharing.load_state_dict(st["sharing"])
+        for key in ("step", "hist", "counters"):
             setattr(self, key, st[key])
         torch.set_rng_state(st["torch_rng"])
-        self._open_window()
-        if st["window"] is not None:
-            self.window.load_state_dict(st["window"])
-            self.window_start = st["window_start"]
 
     def save(self) -> None:
         self.write_history()
@@ -209,29 +173,45 @@ class Trainer:
                    unit="step", leave=False)
         with bar:
             while self.step < self.cfg.train.steps:
+                before = self.sharing.n_events
                 self._step()
                 bar.update(1)
-                if self.window is not None and self.step in self.events:
+                if self.sharing.n_events != before:
+                    result = self.sharing.last_result
                     self.counters["wall_time_s"] = time.perf_counter() - start
-                    self._event()
+                    self.save()
+                    for cb in self.callbacks:  # after the checkpoint: a callback may end it
+                        getattr(cb, "on_event", lambda *a: None)(self, result)
                     bar.set_postfix(groups=self.model.n_entities)
         self.counters["wall_time_s"] = time.perf_counter() - start
 
 
-def signal_of_shape(model: MTLNet, signal: str) -> tuple[int, int]:
-    if signal == "first_layer":
-        return tuple(model.estimators[0].weight.shape[1:])
-    return (1, sum(p[0].numel() for p in model.estimator_params()))
+def _start_user_model(model: Any, data: Any, start: np.ndarray, method: str) -> None:
+    """Check a user's BranchedModel against the data; put it in the method's starting partition
+    (one estimator per task -> e.g. mtl_full's single one: the first member's weights)."""
+    if not isinstance(model, BranchedModel):
+        raise TypeError(f"invalid model={type(model).__name__}: train(config, model=...) takes "
+                        "a selective_sharing.core.BranchedModel")
+    if method == "stl":
+        raise ValueError("method 'stl' trains one whole network per task and cannot use a "
+                         "shared trunk: run method 'mtl' with your model, or train stl built-in")
+    if model.n_tasks != data.n_tasks:
+        raise ValueError(f"the model has {model.n_tasks} heads but the data has {data.n_tasks} "
+                         "tasks: give BranchedModel one head per task (heads=data.tasks)")
+    current = model.assignment.cpu().numpy()
+    if np.array_equal(current, start):
+        return
+    if not np.array_equal(current, np.arange(data.n_tasks)):
+        raise ValueError(f"the model's assignment {current.tolist()} is neither the method's "
+                         f"starting partition {start.tolist()} nor one estimator per task: "
+                         "build the BranchedModel with the default assignment")
+    from .merge import merge_estimators
+
+    merge_estimators(model, None, start, start, "first")
 
 
-def _asdict(obj: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(obj)
-
-
-def train(config: RunConfig, *, data: Any = None, resume: bool = False, progress: bool = True,
-          callbacks: Sequence[Any] = ()) -> Path:
+def train(config: RunConfig, *, data: Any = None, model: BranchedModel | None = None,
+          resume: bool = False, progress: bool = True, callbacks: Sequence[Any] = ()) -> Path:
     """Train one run and write its store; return the run directory.
 
     Parameters
@@ -241,29 +221,41 @@ def train(config: RunConfig, *, data: Any = None, resume: bool = False, progress
     data : MTLData, optional
         Custom data (e.g. from ``selective_sharing.datasets.from_arrays``) instead of the
         registered dataset ``config.data.name``.
+    model : BranchedModel, optional
+        Your own trunk and estimator template (one head per task, one estimator each) instead of
+        the built-in ``config.model``; trained by the same loop, with the same store, resume and
+        metrics. Reload it afterwards with ``load_model(run_dir, model=...)``. Not for ``stl``.
     resume : bool
         Continue from ``config.out``'s checkpoint; gives the same events and metrics as an
-        uninterrupted run.
+        uninterrupted run, in a process with any thread count: the run's intra-op thread count
+        is recorded in the manifest and used again.
     callbacks : objects with an optional ``on_event(trainer, result)`` method.
+
+    Notes
+    -----
+    Process state that training changes (torch's thread count and global RNG) is restored when
+    the call returns, so runs in one process do not influence each other.
     """
     from .runinfo import load_data, prepare_run_dir
 
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
     data = load_data(config, data)
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
+    threads_before = torch.get_num_threads()
+    with RunLock(run_dir), torch.random.fork_rng(devices=[]):
         if prepare_run_dir(run_dir, resume) == "complete":
             return run_dir  # --resume of a finished run: nothing to do
+        threads = _run_threads(config, run_dir, resume)
         if resume:  # we hold the lock: temp files here are torn writes of killed writers
             store.remove_stale_temp_files(run_dir)
             store.update_manifest(run_dir, status="running", error=None)
         else:
-            store.write_manifest(run_dir, new_manifest(config, data))
+            store.write_manifest(run_dir, new_manifest(config, data, threads, model))
         try:
-            partition, phase = _baseline_partition(config, data, run_dir, progress)
-            trainer = Trainer(config, data, callbacks, assignment=partition)
+            torch.set_num_threads(threads)
+            partition, phase = _baseline_partition(config, data, run_dir, progress, model)
+            trainer = Trainer(config, data, callbacks, assignment=partition, model=model,
+                              run_dir=run_dir)
             if resume and trainer.paths.checkpoint.exists():
                 trainer.load_state_dict(load_checkpoint(trainer.paths.checkpoint))
             else:  # a new run, or one killed before its first checkpoint: train from step 0
@@ -278,10 +270,29 @@ def train(config: RunConfig, *, data: Any = None, resume: bool = False, progress
             except Exception as note:  # e.g. the disk is full: keep the original error on top
                 err.add_note(f"(could not mark {run_dir} as failed either: {note})")
             raise
+        finally:
+            torch.set_num_threads(threads_before)
     return run_dir
 
 
-def _baseline_partition(config: RunConfig, data: Any, run_dir: Path, progress: bool
+def _run_threads(config: RunConfig, run_dir: Path, resume: bool) -> int:
+    """The run's intra-op thread count: the one recorded when it started (a resume), else
+    ``train.threads``, else this process's. With MKL the summed gradients differ in the last
+    digit between thread counts, so a resumed run must use the count its first part used."""
+    recorded = store.read_manifest(run_dir).get("threads") if resume else None
+    if recorded is not None:
+        if config.train.threads and config.train.threads != recorded:
+            import warnings
+
+            warnings.warn(f"train.threads={config.train.threads} ignored: {run_dir} started with "
+                          f"{recorded} threads, which its resume must use to give the same "
+                          "numbers", stacklevel=3)
+        return int(recorded)
+    return int(config.train.threads or torch.get_num_threads())
+
+
+def _baseline_partition(config: RunConfig, data: Any, run_dir: Path, progress: bool,
+                        model: BranchedModel | None = None
                         ) -> tuple[np.ndarray | None, dict[str, float]]:
     """The fixed partition of a grouping baseline (None for other methods) and the cost of
     deciding it. Affinity baselines first train jointly while recording affinities; the
@@ -297,7 +308,8 @@ def _baseline_partition(config: RunConfig, data: Any, run_dir: Path, progress: b
     steps = config.baseline.affinity_steps or config.train.steps
     joint = replace(config, train=replace(config.train, steps=steps))
     recorder = AffinityRecorder(config.method, config.baseline.affinity_every, data.n_tasks)
-    phase = Trainer(joint, data, assignment=np.arange(data.n_tasks), recorder=recorder)
+    phase = Trainer(joint, data, assignment=np.arange(data.n_tasks), recorder=recorder,
+                    model=None if model is None else copy.deepcopy(model))
     phase.fit(progress)
     partition = affinity_partition(config, recorder, data.n_tasks)
     ds = store.encode_affinity(task_names=data.task_names, affinity=recorder.affinity(),

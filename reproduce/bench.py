@@ -26,10 +26,15 @@ from pathlib import Path
 import torch
 from bench_decision import decision_latency
 from bench_report import budget_rows, print_tables, scaling
-from bench_steps import METHODS, SIZES, step_overhead
+from bench_steps import METHODS, SIZES, stack_paths, step_overhead
 from bench_store import history_growth, make_run, replay_time, store_sizes
 
 TASKS = (8, 40, 139)
+#: ss/mtl step ratios of the previous release (estimators in a per-layer bank, signal read
+#: from ``.grad`` after the backward pass), as its README reported them from this benchmark on
+#: this project's 2-core machine; printed beside the current path's. (tasks, size) -> ratio.
+PREVIOUS_RATIO = {(8, "5k"): 1.4, (40, "5k"): 1.15, (139, "5k"): 1.15,
+                  (8, "500k"): 1.04, (40, "500k"): 1.06, (139, "500k"): 1.09}
 
 
 def measure(args: argparse.Namespace, tmp: Path) -> dict:
@@ -53,7 +58,9 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
             r = step_overhead(
                 tasks, size, steps=steps, regroup_every=args.regroup_every, methods=methods
             )
-            r.update(size=size, seconds=time.perf_counter() - start)
+            r.update(size=size, seconds=time.perf_counter() - start,
+                     stack_paths=stack_paths(tasks, size, steps=10 if args.quick else 30),
+                     ratio_previous_release=PREVIOUS_RATIO.get((tasks, size)))
             overhead.append(r)
     return {
         "decisions": decisions,
@@ -74,6 +81,8 @@ def report(m: dict, args: argparse.Namespace) -> dict:
             "ratio_async_writes": r["ss_similarity"]["ratio_async_writes"],
             "mtl_step_s": r["mtl_step_s"],
             "event_s": r["ss_similarity"]["rare_s"],
+            "ratio_previous_release": r["ratio_previous_release"],
+            "vmap_over_einsum": r["stack_paths"]["vmap_over_einsum"],
             "regroup_every": args.regroup_every,
         }
         for r in m["overhead"]

@@ -172,6 +172,25 @@ def print_tables(out: dict) -> None:
             ],
         ),
         (
+            (
+                "ss/mtl step ratio beside the previous release's (README figures of the bank "
+                "layout, same benchmark and machine, another day); stacked estimators' "
+                "forward+backward through vmap(functional_call) / through einsum"
+            ),
+            ["T", "P/estimator", "ss now", "ss previous release", "vmap / einsum"],
+            [
+                [
+                    x["tasks"],
+                    x["estimator_params"],
+                    x["ss_similarity"]["ratio"],
+                    "-" if x.get("ratio_previous_release") is None
+                    else x["ratio_previous_release"],
+                    x["stack_paths"]["vmap_over_einsum"],
+                ]
+                for x in ov
+            ],
+        ),
+        (
             "ss event and flush, wall seconds",
             [
                 "T",

@@ -7,7 +7,8 @@ the process CPU time, and the time spent in the parts that do not run on every s
 
 - ``ss_similarity``: a window flush (every ``window_len / window_bins`` steps: a bin is sketched)
   and the grouping event (every ``regroup_every`` steps: decision, merge, event file, history,
-  checkpoint, manifest). The event is timed as ``Trainer._event`` (the whole of it).
+  checkpoint, manifest). The event is timed as ``SharingScheduler._event`` (decision, merge,
+  event file, manifest) plus the trainer's ``save`` (history and checkpoint) that follows it.
 - ``tag`` / ``cosine_groups``: the affinity recording (every ``affinity_every`` steps: one
   backward pass per task, and for ``tag`` one lookahead forward pass per task).
 
@@ -28,12 +29,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from selective_sharing.core import scheduler as scheduler_module
 from selective_sharing.core import store
 from selective_sharing.core import train as train_module
 from selective_sharing.core.baselines import AffinityRecorder
+from selective_sharing.core.branched import EstimatorStack
 from selective_sharing.core.capture import GradientWindow
 from selective_sharing.core.config import make_config
 from selective_sharing.core.runinfo import new_manifest
+from selective_sharing.core.scheduler import SharingScheduler
 from selective_sharing.core.train import Trainer
 from selective_sharing.datasets import load_dataset
 
@@ -140,15 +144,32 @@ def _trainers(
                 AffinityRecorder(method, cfg.baseline.affinity_every, n_tasks)
             )
         Path(cfg.out).mkdir(parents=True)
-        store.write_manifest(cfg.out, new_manifest(cfg, data))
-        out[method] = Trainer(cfg, data, assignment=np.arange(n_tasks), recorder=recorder)
+        store.write_manifest(cfg.out, new_manifest(cfg, data, torch.get_num_threads()))
+        out[method] = Trainer(cfg, data, assignment=np.arange(n_tasks), recorder=recorder,
+                              run_dir=Path(cfg.out))
     return out
 
 
-def _one_step(method: str, tr: Trainer, t: Timings, flushes: list) -> None:
+def _event_timer() -> list[tuple[float, float]]:
+    """Time (wall, cpu) every ``SharingScheduler._event`` into the returned list."""
+    record: list[tuple[float, float]] = []
+    inner = SharingScheduler._event
+
+    def timed(self: SharingScheduler):
+        out: list = []
+        record.append(_timed(lambda: out.append(inner(self))))
+        return out[0]
+
+    timed.__wrapped__ = inner  # type: ignore[attr-defined]
+    SharingScheduler._event = timed  # type: ignore[method-assign]
+    return record
+
+
+def _one_step(method: str, tr: Trainer, t: Timings, flushes: list, events: list) -> None:
     """One timed step; its rare part (flush / recording) is moved from the step to ``t.rare``
-    and an event that falls due is timed into ``t.rare`` as well."""
-    n_flush = len(flushes)
+    and an event that falls due (with the save that follows it) is timed into ``t.rare``."""
+    n_flush, n_event = len(flushes), len(events)
+    _CURRENT.clear()
     recorded = tr.recorder.inner.recorded_steps if tr.recorder is not None else 0
     wall, cpu = _timed(tr._step)
     t.flushes += flushes[n_flush:]
@@ -157,17 +178,23 @@ def _one_step(method: str, tr: Trainer, t: Timings, flushes: list) -> None:
         rare = list(tr.recorder.last)
         t.rare.append(rare[0])
         t.rare_cpu.append(rare[1])
+    if len(events) > n_event:  # this step held an event: charge it, and the save, to rare
+        event = events[-1]
+        save = _timed(tr.save)
+        rare = [rare[i] + event[i] for i in (0, 1)]
+        t.rare.append(event[0] + save[0])
+        t.rare_cpu.append(event[1] + save[1])
+        parts = {name: _CURRENT.get(name, 0.0) for name in _PARTS.values()}
+        t.parts.append({**parts, "rest": t.rare[-1] - sum(parts.values())})
+        t.total += save[0]
     t.wall.append(wall - rare[0])
     t.cpu.append(cpu - rare[1])
     t.total += wall
-    if method.startswith("ss_") and tr.window is not None and tr.step in tr.events:
-        _time_event(tr, t)
-        t.total += t.rare[-1]
 
 
-#: Parts of ``Trainer._event`` timed separately: (owner, attribute) -> name.
+#: Parts of an event timed separately: (owner, attribute) -> name.
 _PARTS = {
-    (train_module, "grouping_event"): "decide",
+    (scheduler_module, "grouping_event"): "decide",
     (store, "write_event"): "event_file",
     (Trainer, "write_history"): "history",
     (train_module, "save_checkpoint"): "checkpoint",
@@ -199,15 +226,6 @@ def _event_parts():
             setattr(owner, attr, fn)
 
 
-def _time_event(tr: Trainer, t: Timings) -> None:
-    _CURRENT.clear()
-    wall, cpu = _timed(tr._event)
-    t.rare.append(wall)
-    t.rare_cpu.append(cpu)
-    parts = {name: _CURRENT.get(name, 0.0) for name in _PARTS.values()}
-    t.parts.append({**parts, "rest": wall - sum(parts.values())})
-
-
 def step_overhead(
     n_tasks: int,
     size: str,
@@ -224,7 +242,7 @@ def step_overhead(
     forced after the measured steps (each after a few untimed steps) to get a median. Returns
     ``{tasks, estimator_params, mtl_step_s, <method>: {ratio, ratio_cpu, step_s, rare_s}}``.
     """
-    flushes = _flush_timer()
+    flushes, events = _flush_timer(), _event_timer()
     try:
         with tempfile.TemporaryDirectory(prefix="ss_bench_") as tmp, _event_parts():
             trainers = _trainers(
@@ -236,12 +254,13 @@ def step_overhead(
                     if i < warm:
                         tr._step()
                     else:
-                        _one_step(m, tr, times[m], flushes)
+                        _one_step(m, tr, times[m], flushes, events)
             for m, tr in trainers.items():
                 times[m].period = tr.recorder.inner.every if tr.recorder is not None else 1
             files = {}
             for m in (m for m in trainers if m.startswith("ss_")):
-                _more_events(trainers[m], times[m], regroup_every, n_events - 1)
+                _more_events(trainers[m], times[m], regroup_every, n_events - 1, flushes,
+                             events)
             if "ss_similarity" in trainers:
                 ss = trainers["ss_similarity"]
                 files = {
@@ -252,15 +271,23 @@ def step_overhead(
                 }
     finally:
         GradientWindow._flush = GradientWindow._flush.__wrapped__  # type: ignore[attr-defined]
+        SharingScheduler._event = SharingScheduler._event.__wrapped__  # type: ignore
     return {**_summary(n_tasks, size, times), **files}
 
 
-def _more_events(ss: Trainer, t: Timings, regroup_every: int, n: int) -> None:
-    """Force ``n`` more events; charge the median flush at the nominal rate to every step."""
+def _more_events(ss: Trainer, t: Timings, regroup_every: int, n: int, flushes: list,
+                 events: list) -> None:
+    """Force ``n`` more events (each after a few untimed steps); charge the median flush at the
+    nominal rate to every step."""
     for _ in range(n):
         for _ in range(3):
             ss._step()
-        _time_event(ss, t)
+        ss.sharing.next_event = ss.sharing.step_count + 1  # the next step holds an event
+        probe = Timings()
+        _one_step("ss_similarity", ss, probe, flushes, events)
+        t.rare += probe.rare
+        t.rare_cpu += probe.rare_cpu
+        t.parts += probe.parts
     per_step = min(ss.cfg.sharing.window_bins, regroup_every) / regroup_every
     flush = np.median(np.asarray(t.flushes), axis=0) if t.flushes else np.zeros(2)
     t.wall = [w + flush[0] * per_step for w in t.wall]
@@ -299,6 +326,35 @@ def _summary(n_tasks: int, size: str, times: dict[str, Timings]) -> dict[str, ob
             # background thread: only the decision, merge and the rest stay on the step
             writes = split["event_file"] + split["history"] + split["checkpoint"]
             out[m]["ratio_async_writes"] = (t.amortized() - writes / t.period) / base
+    return out
+
+
+def stack_paths(n_tasks: int, size: str, *, steps: int = 30, warm: int = 3) -> dict[str, float]:
+    """Forward + backward of the stacked estimators through both paths of
+    :class:`~selective_sharing.core.branched.EstimatorStack`: ``einsum`` (plain Linear/ReLU
+    templates, the layout of the earlier bank) and ``vmap(functional_call)`` (any template),
+    same weights and batch (20 samples per task, as the step benchmark), interleaved in one
+    process. Returns the median seconds of each and ``vmap_over_einsum``."""
+    cfg = SIZES[size]
+    widths = [cfg["representation_dim"], *cfg["estimator_hidden"]]
+    layers: list[torch.nn.Module] = []
+    for a, b in itertools.pairwise(widths):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    template = torch.nn.Sequential(*layers)
+    stacks = {"einsum": EstimatorStack(template, n_tasks), "vmap": EstimatorStack(template, n_tasks)}
+    stacks["vmap"].fast = False
+    assert stacks["einsum"].fast, "the einsum path must apply to a plain Linear/ReLU template"
+    h = torch.randn(20 * n_tasks, widths[0])
+    times: dict[str, list[float]] = {k: [] for k in stacks}
+    for i in range(warm + steps):
+        for name, stack in stacks.items():
+            stack.zero_grad()
+            start = time.perf_counter()
+            stack(h).square().sum().backward()
+            if i >= warm:
+                times[name].append(time.perf_counter() - start)
+    out = {f"{k}_s": float(np.median(v)) for k, v in times.items()}
+    out["vmap_over_einsum"] = out["vmap_s"] / out["einsum_s"]
     return out
 
 

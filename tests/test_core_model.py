@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from selective_sharing.core import model as model_mod
+from selective_sharing.core import branched as model_mod
 from selective_sharing.core.config import ModelConfig
-from selective_sharing.core.losses import TYPE_CODES, pairwise_rank_loss, task_losses
+from selective_sharing.core.losses import TYPE_CODES, entry_losses, pairwise_rank_loss
 from selective_sharing.core.merge import merge_estimators, merge_matrix
-from selective_sharing.core.model import MTLNet
+from selective_sharing.core.model import build_model
 
 VEC = ModelConfig(trunk_hidden=(16,), representation_dim=8, estimator_hidden=(6, 5))
 IMG = ModelConfig(conv_channels=(4, 6), representation_dim=8, estimator_hidden=(6, 5))
@@ -19,14 +18,15 @@ IMG = ModelConfig(conv_channels=(4, 6), representation_dim=8, estimator_hidden=(
 def _net(cfg=VEC, shape=(7,), n_tasks=5, copies=1, init="identical", assignment=None):
     cfg = ModelConfig(**{**cfg.__dict__, "branch_init": init})
     assignment = list(range(n_tasks)) if assignment is None else assignment
-    return MTLNet(shape, [1] * n_tasks, cfg, assignment, copies, seed=3)
+    return build_model(shape, [1] * n_tasks, cfg, assignment, copies, seed=3)
 
 
 def test_identical_init_clones_every_branch_and_independent_does_not() -> None:
     same, indep = _net(), _net(init="independent")
-    for layer in [*same.estimators, same.heads]:
-        assert torch.equal(layer.weight, layer.weight[:1].expand_as(layer.weight))
-    assert not torch.equal(indep.estimators[0].weight[0], indep.estimators[0].weight[1])
+    for w in [*same.estimator_params(), same.head_weight, same.head_bias]:
+        assert torch.equal(w, w[:1].expand_as(w))
+    w = indep.estimators.param("0.weight")
+    assert not torch.equal(w[0], w[1])
 
 
 @pytest.mark.parametrize("cfg,shape,copies", [(VEC, (7,), 1), (VEC, (7,), 5),
@@ -67,20 +67,20 @@ def test_merge_counts_parameters_and_rebuilds_optimizer_state() -> None:
     b, t = torch.arange(8), torch.arange(8) % 4
     net.forward_entries(x, b, t).sum().backward()
     opt.step()
-    w_before = net.estimators[0].weight.detach().clone()
-    m_before = opt.state[net.estimators[0].weight]["exp_avg"].clone()
+    w_before = net.estimators.param("0.weight").detach().clone()
+    m_before = opt.state[net.estimators.param("0.weight")]["exp_avg"].clone()
     total_before, est_before = net.count_parameters()
     merge_estimators(net, opt, np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]), "average")
     total_after, est_after = net.count_parameters()
     assert est_after * 2 == est_before
     assert total_before - total_after == est_before - est_after
-    torch.testing.assert_close(net.estimators[0].weight[0], w_before[:2].mean(0))
-    torch.testing.assert_close(opt.state[net.estimators[0].weight]["exp_avg"][1],
+    torch.testing.assert_close(net.estimators.param("0.weight")[0], w_before[:2].mean(0))
+    torch.testing.assert_close(opt.state[net.estimators.param("0.weight")]["exp_avg"][1],
                                m_before[2:].mean(0))
     net.zero_grad()
     net.forward_entries(x, b, t).sum().backward()
     opt.step()  # the rebuilt state has the parameter's new shape
-    assert net.estimators[0].weight.shape[0] == 2
+    assert net.estimators.param("0.weight").shape[0] == 2
 
 
 def test_merge_matrix_modes() -> None:
@@ -100,7 +100,7 @@ def test_masked_losses_match_direct_formulas() -> None:
     t_idx = torch.tensor([0, 0, 1, 1, 2])
     codes = torch.tensor([TYPE_CODES["regression"], TYPE_CODES["binary"],
                           TYPE_CODES["regression"], TYPE_CODES["regression"]])
-    losses = task_losses(pred, y, t_idx, codes, torch.ones(4, dtype=torch.long), 0.5)
+    losses = entry_losses(pred, y, t_idx, codes, torch.ones(4, dtype=torch.long), 0.5)
     expected0 = ((0.5 - 1) ** 2 + (2 - 1) ** 2) / 2
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     expected1 = (bce(torch.tensor(0.3), torch.tensor(1.0)) + bce(torch.tensor(-1.0),
@@ -120,8 +120,8 @@ def test_pairwise_rank_loss_counts_only_ordered_pairs_within_a_task() -> None:
 
 def test_multiclass_uses_only_the_tasks_classes() -> None:
     pred = torch.tensor([[0.0, 0.0, 100.0]])  # logit 2 is padding for a 2-class task
-    losses = task_losses(pred, torch.tensor([1.0]), torch.tensor([0]),
-                         torch.tensor([TYPE_CODES["multiclass"]]), torch.tensor([2]), 0.5)
+    losses = entry_losses(pred, torch.tensor([1.0]), torch.tensor([0]),
+                          torch.tensor([TYPE_CODES["multiclass"]]), torch.tensor([2]), 0.5)
     torch.testing.assert_close(losses, torch.tensor([np.log(2.0)], dtype=torch.float32))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-
 from selective_sharing.core import make_config, store
 from selective_sharing.core.train import train
 
@@ -128,3 +128,66 @@ def test_every_method_trains_and_records(tmp_path, method) -> None:
     n_groups = int(m["n_groups"])
     assert n_groups == {"mtl_full": 1, "stl": 30, "mtl": 30}.get(method, n_groups)
     assert (len(store.list_events(run)) > 0) == method.startswith("ss_")
+
+
+def _train_in_subprocess(out: Path, threads: int, *, kill: bool = False,
+                         resume: bool = False) -> subprocess.CompletedProcess:
+    """Train (or resume) the SMALL run in a fresh process whose torch uses ``threads`` intra-op
+    threads (``OMP_NUM_THREADS``, as a user's environment would set it)."""
+    if resume:
+        cmd = [sys.executable, "-m", "selective_sharing.core.train", "--dataset", "synthetic",
+               "--method", "ss_similarity", "--seed", "0", "--out", str(out), "--resume",
+               "--no-progress"] + [f"--set={k}={v}" for k, v in SMALL.items()]
+    else:
+        code = (
+            "import sys\n"
+            f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "import torch\n"
+            f"assert torch.get_num_threads() == {threads}, torch.get_num_threads()\n"
+            "from test_train import SMALL, _KillAfterSecondEvent\n"
+            "from selective_sharing.core import make_config\n"
+            "from selective_sharing.core.train import train\n"
+            f"cfg = make_config('synthetic', 'ss_similarity', 0, overrides=SMALL, out={str(out)!r})\n"
+            f"train(cfg, progress=False, callbacks={'[_KillAfterSecondEvent()]' if kill else '()'})\n"
+        )
+        cmd = [sys.executable, "-c", code]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.mark.parametrize(("first", "then"), [(1, 2), (2, 1)])
+def test_resume_on_another_thread_count_gives_identical_events_and_metrics(
+    tmp_path, first: int, then: int
+) -> None:
+    """The reference run and the killed run's first part use ``first`` threads; the resume runs
+    in a process with ``then`` threads and must use the recorded ``first`` again (issue 10: with
+    MKL builds the summed window differs in the last digit between thread counts)."""
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    proc = _train_in_subprocess(full, first)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _train_in_subprocess(killed, first, kill=True)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert store.read_manifest(killed)["threads"] == first
+    proc = _train_in_subprocess(killed, then, resume=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for ea, eb in zip(_events(full), _events(killed), strict=True):
+        xr.testing.assert_identical(ea, eb)
+    drop = ["wall_time_s"]
+    xr.testing.assert_identical(store.read_metrics(full).drop_vars(drop),
+                                store.read_metrics(killed).drop_vars(drop))
+    manifest = store.read_manifest(killed)
+    assert manifest["status"] == "complete" and manifest["threads"] == first
+
+
+def test_train_restores_the_thread_count_and_the_global_rng(tmp_path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _run(tmp_path, "a", **{"train.threads": 1 if before > 1 else 2})
+    assert torch.get_num_threads() == before
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+    assert store.read_manifest(tmp_path / "a")["threads"] == (1 if before > 1 else 2)

@@ -167,7 +167,7 @@ def check_visible_state(run: Path, ref: Reference, statuses: tuple[str, ...]) ->
     assert listed == visible[: len(listed)] and len(visible) - len(listed) in (0, 1), listed
     if (run / "checkpoint.pt").exists():
         state = load_checkpoint(run / "checkpoint.pt")
-        assert len(listed) - 1 <= state["n_events"] <= len(listed)
+        assert len(listed) - 1 <= state["sharing"]["n_events"] <= len(listed)
     for name in ("history.nc", "metrics.nc"):
         if (run / name).exists():
             store.open_store_dataset(run / name)
@@ -352,7 +352,7 @@ def _install_fault(fault: dict, run: Path, marker: Path) -> None:
 
     def step(self) -> None:
         state["step"] = self.step
-        real_step(self)
+        return real_step(self)
 
     def norms(model):  # called after the backward pass, before the optimizer update
         if fault["kind"] == "step" and state["step"] == fault["at"]:

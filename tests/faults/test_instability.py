@@ -34,7 +34,7 @@ class PoisonHead:
     def on_event(self, trainer, result) -> None:
         if trainer.n_events == self.after:
             with torch.no_grad():
-                trainer.model.heads.bias[self.task] = self.value
+                trainer.model.head_bias[self.task] = self.value
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_nan_loss_between_events_loses_only_the_open_window(
     reference, tmp_path, monkeypatch
 ) -> None:
     run = tmp_path / "run"
-    real, calls = train_module.task_losses, [0]
+    real, calls = train_module.entry_losses, [0]
 
     def task_losses(*args, **kwargs):
         losses = real(*args, **kwargs)
@@ -72,7 +72,7 @@ def test_nan_loss_between_events_loses_only_the_open_window(
             losses[TASK] = math.nan
         return losses
 
-    monkeypatch.setattr(train_module, "task_losses", task_losses)
+    monkeypatch.setattr(train_module, "entry_losses", task_losses)
     with pytest.raises(
         TrainingError, match=r"non-finite loss at step 37 for task 'task_05' \(loss=nan\)"
     ):
@@ -91,7 +91,7 @@ def test_non_finite_loss_error_names_the_step_and_the_task(value, tmp_path) -> N
     trainer._step()
     trainer._step()
     with torch.no_grad():
-        trainer.model.heads.bias[TASK] = value
+        trainer.model.head_bias[TASK] = value
     name = data.task_names[TASK]
     with pytest.raises(
         TrainingError, match=rf"non-finite loss at step 2 for task '{name}' \(loss={value}\)"

@@ -1,0 +1,319 @@
+"""``SharingScheduler``: Selective Sharing inside any training loop, stepped like an LR scheduler.
+
+    loss = task_losses(model(x), y, mask, model.tasks).sum()
+    loss.backward(); opt.step(); opt.zero_grad()
+    sharing.step()                 # decides and merges at event steps
+
+Capture is a gradient hook on the signal parameter (``Tensor.register_hook``): during every
+backward pass the parameter's incoming gradient is added in place into the window, on the
+training device. The hook sees each backward's own contribution, so several backward passes
+before one optimizer step (gradient accumulation) add up to exactly the gradient that step
+applied, and count as one step. At an event the window goes to the host once, the pure
+:func:`~.grouping.grouping_event` decides, the merge maps estimators and optimizer state, and
+the event is written through :mod:`.store` exactly as the built-in trainer writes it, so
+``analysis.replay`` / ``explain`` cannot tell a user loop from the harness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from . import store
+from .capture import GradientWindow
+from .config import RunConfig, make_config
+from .grouping import EventResult, grouping_event
+from .merge import merge_estimators
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+SKETCH_SEED_OFFSET = 7919  # the sketch's seed is seed + this; stored with every event
+
+
+def resolve_config(config: RunConfig | Mapping[str, Any] | None) -> RunConfig:
+    """A RunConfig from ``None`` (defaults), a RunConfig, or a mapping of overrides such as
+    ``{"method": "ss_similarity", "warmup_steps": 100, "distance": "cosine", "seed": 1}``."""
+    if isinstance(config, RunConfig):
+        return config
+    if config is None:
+        config = {}
+    if not isinstance(config, Mapping):
+        raise TypeError(f"invalid config={config!r}: pass a RunConfig (make_config(...)), a dict "
+                        "of overrides, or None for the defaults")
+    over = dict(config)
+    method, seed = over.pop("method", "ss_similarity"), over.pop("seed", 0)
+    return make_config("custom", method, seed, overrides=over)
+
+
+def event_step(config: RunConfig, k: int, total_steps: int | None) -> int | None:
+    """The step (counted after the step) of the ``k``-th grouping event, or None if there is none:
+    after ``warmup_steps``, then every ``regroup_every``, at most ``max_events``, before
+    ``total_steps`` when it is known."""
+    sh = config.sharing
+    if not config.is_selective or (sh.max_events and k >= sh.max_events):
+        return None
+    if k > 0 and sh.regroup_every == 0:
+        return None
+    step = sh.warmup_steps + k * sh.regroup_every
+    if k > 0 and total_steps is not None and step >= total_steps:
+        return None
+    return step
+
+
+class SharingScheduler:
+    """Gradient capture, grouping events and merges for a :class:`~.branched.BranchedModel`.
+
+    Parameters
+    ----------
+    model : BranchedModel
+    optimizer : torch.optim.Optimizer
+        Any optimizer with per-parameter state (Adam, AdamW, SGD with momentum...): a merge maps
+        that state with the weights.
+    config : RunConfig, dict or None
+        The ``sharing`` (capture, event schedule, merge) and ``grouping`` (decision rule)
+        sections and the seed are used; a dict holds overrides (see :func:`resolve_config`).
+    run_dir : path, optional
+        Write every event to this run store (``manifest.json`` + ``events/``) so
+        ``selective_sharing.analysis`` can load, replay and explain it. A new directory is
+        created and locked until :meth:`close`.
+    total_steps : int, optional
+        Training length, if known: no event is scheduled at or after it.
+    resume : bool
+        ``run_dir`` already holds this run: continue it (then call :meth:`load_state_dict`
+        with the state saved beside your checkpoint). Without it, a ``run_dir`` that holds
+        events is refused, so no run is overwritten or mixed with another.
+
+    Attributes
+    ----------
+    step_count : int
+        Optimizer steps taken (calls to :meth:`step`).
+    n_events : int
+        Grouping events so far.
+    last_result : EventResult or None
+        The decision of the latest event (None before the first).
+    assignment : ndarray (n_tasks,)
+        Current entity of each task.
+    """
+
+    def __init__(self, model: Any, optimizer: torch.optim.Optimizer,
+                 config: RunConfig | Mapping[str, Any] | None = None,
+                 run_dir: str | Path | None = None, *, total_steps: int | None = None,
+                 resume: bool = False):
+        self.model, self.optimizer = model, optimizer
+        self.config = resolve_config(config)
+        self.total_steps = total_steps
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.step_count, self.n_events = 0, 0
+        self.assignment = model.assignment.detach().cpu().numpy().astype(np.int64)
+        n_tasks = self.assignment.size
+        self.streak = np.zeros((n_tasks, n_tasks), dtype=np.int64)
+        self.window_loss = np.zeros(n_tasks)
+        self.window: GradientWindow | None = None
+        self.window_start = 0
+        self._losses_seen = False
+        self.last_result: EventResult | None = None
+        self._lock = None
+        if self.run_dir is not None:
+            self._attach_run(resume)
+        self._hooks = self._register_hooks()
+        self._open_window()
+
+    # -- capture ---------------------------------------------------------------------------
+    def _register_hooks(self) -> list[Any]:
+        if self.config.sharing.signal == "first_layer":
+            def capture(grad: torch.Tensor) -> None:
+                if self.window is not None:
+                    self.window.accumulate(grad.detach())
+            return [self.model.signal_parameter().register_hook(capture)]
+        hooks, start = [], 0
+        for p in self.model.estimator_params():
+            def capture_part(grad: torch.Tensor, start: int = start) -> None:
+                if self.window is not None:
+                    self.window.accumulate_columns(grad.detach(), start)
+            hooks.append(p.register_hook(capture_part))
+            start += p[0].numel()
+        return hooks
+
+    def _signal_shape(self) -> tuple[int, int]:
+        if self.config.sharing.signal == "first_layer":
+            shape = self.model.signal_parameter().shape[1:]
+            return int(shape[0]), int(np.prod(shape[1:], dtype=np.int64))
+        return 1, sum(p[0].numel() for p in self.model.estimator_params())
+
+    def _open_window(self, start: int | None = None) -> None:
+        """The window of the next event, started at step ``start`` (default: now; a resumed
+        window keeps its start, which sets the bins' boundaries)."""
+        start = self.step_count if start is None else start
+        upcoming = event_step(self.config, self.n_events, self.total_steps)
+        if (upcoming is None or upcoming <= self.step_count
+                or self.model.n_entities <= max(1, self.config.grouping.min_groups)):
+            self.window = None  # nothing left to decide: capture stops costing anything
+            return
+        sh = self.config.sharing
+        self.window = GradientWindow(
+            self.model.n_entities, self._signal_shape(), upcoming - start,
+            sh.window_bins, sh.sketch_dim, self.config.seed + SKETCH_SEED_OFFSET, sh.sketch_kind,
+            device=self.model.signal_parameter().device)
+        self.next_event = upcoming
+        self.window_start = start
+        self.window_loss = np.zeros(self.assignment.size)
+
+    # -- stepping --------------------------------------------------------------------------
+    def step(self, losses: Any = None) -> EventResult | None:
+        """Count one optimizer step; at an event step decide, merge, and write the event.
+
+        Parameters
+        ----------
+        losses : (n_tasks,) tensor or array, optional
+            This step's per-task losses (NaN: task absent). Needed only for ``merge="best"``,
+            which keeps the member with the lowest loss summed over the window.
+
+        Returns
+        -------
+        EventResult or None
+            The decision, at an event step.
+        """
+        if losses is not None:
+            values = losses.detach().cpu().numpy() if torch.is_tensor(losses) else losses
+            self.window_loss += np.nan_to_num(np.asarray(values, dtype=float))
+            self._losses_seen = True
+        self.step_count += 1
+        if self.window is None:
+            return None
+        self.window.end_step()
+        if self.step_count != self.next_event:
+            return None
+        return self._event()
+
+    def _event(self) -> EventResult:
+        cfg = self.config
+        summed, bins = self.window.finish()
+        before = self.model.count_parameters()[0]
+        result = grouping_event(summed, self.assignment, self.streak, cfg.grouping)
+        scores = np.array([self.window_loss[self.assignment == e].mean()
+                           for e in range(self.model.n_entities)])
+        if cfg.sharing.merge == "best" and not self._losses_seen:
+            raise RuntimeError("merge='best' keeps the member with the lowest windowed loss: "
+                               "pass this step's per-task losses, scheduler.step(losses)")
+        merge_estimators(self.model, self.optimizer, result.parent, result.assignment_after,
+                         cfg.sharing.merge, scores)
+        for h in self._hooks:  # the merge made new parameter objects: hook those
+            h.remove()
+        self._hooks = self._register_hooks()
+        if self.run_dir is not None:
+            self._write_event(result, summed_bins=bins, before=before)
+        self.assignment = result.assignment_after.astype(np.int64)
+        self.streak = result.streak_after
+        self.n_events += 1
+        self.last_result = result
+        self._open_window()
+        return result
+
+    # -- the run store ---------------------------------------------------------------------
+    def _write_event(self, result: EventResult, summed_bins: np.ndarray, before: int) -> None:
+        cfg = self.config
+        ds = store.encode_event(
+            result, index=self.n_events, step=self.step_count, window_start=self.window_start,
+            bins=summed_bins, sketch_seed=cfg.seed + SKETCH_SEED_OFFSET,
+            sketch_kind=cfg.sharing.sketch_kind, task_names=self.model.task_names,
+            n_params_before=before, n_params_after=self.model.count_parameters()[0],
+            merge_mode=cfg.sharing.merge, grouping_config=dataclasses.asdict(cfg.grouping))
+        path = store.write_event(self.run_dir, ds)
+        manifest = store.read_manifest(self.run_dir)
+        names = sorted(set(manifest.get("events", [])) | {path.name})
+        store.update_manifest(self.run_dir, events=names)
+
+    def _attach_run(self, resume: bool) -> None:
+        """Create and lock a new run store, or continue an existing one (``resume``). A store
+        being written by the built-in ``train`` (which holds its lock) is only written to."""
+        from .runlock import RunLock
+
+        path = self.run_dir / "manifest.json"
+        if not path.exists():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock(self.run_dir)
+            self._lock.__enter__()
+            self._create_run()
+            return
+        manifest = store.read_manifest(self.run_dir)
+        if not resume and (manifest.get("events") or manifest.get("status") == "complete"):
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run ({len(manifest.get('events', []))} events, "
+                f"status {manifest.get('status')!r}): pass a new run_dir, or resume=True (and "
+                "load_state_dict) to continue that run")
+        if manifest.get("trained_by") == "SharingScheduler":
+            self._lock = RunLock(self.run_dir)
+            self._lock.__enter__()
+            store.update_manifest(self.run_dir, status="running", error=None)
+
+    def _create_run(self) -> None:
+        from .branched import describe
+        from .runinfo import versions_and_revision
+
+        model = self.model
+        manifest = {
+            "status": "running", "method": self.config.method, "seed": self.config.seed,
+            "config": self.config.to_dict(), "trained_by": "SharingScheduler",
+            "dataset": {"name": "user", "variant": "user"},
+            "task_names": model.task_names, "task_types": [t.type for t in model.tasks],
+            "true_groups": None, "main_metric": None, **versions_and_revision(),
+            "user_model": describe(model),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "events": [],
+            "error": None,
+        }
+        store.write_manifest(self.run_dir, manifest)
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Remove the hooks; a run store this scheduler created is marked complete (or failed,
+        with ``error``) and unlocked."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        if self._lock is not None:
+            status = {"status": "complete"} if error is None else {
+                "status": "failed", "error": f"{type(error).__name__}: {error}"}
+            try:
+                store.update_manifest(self.run_dir, **status)
+            finally:
+                self._lock.__exit__(None, None, None)
+                self._lock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close(exc)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: save it beside the model's and optimizer's."""
+        return {"step_count": self.step_count, "n_events": self.n_events,
+                "assignment": self.assignment.copy(), "streak": self.streak.copy(),
+                "window_loss": self.window_loss.copy(), "window_start": self.window_start,
+                "window": None if self.window is None else self.window.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; load the model's state first (it sets the entity count)."""
+        assignment = np.asarray(state["assignment"], dtype=np.int64)
+        if int(assignment.max()) + 1 != self.model.n_entities:
+            raise ValueError(
+                f"the scheduler state has {int(assignment.max()) + 1} estimators but the model "
+                f"has {self.model.n_entities}: call model.load_state_dict(...) first")
+        self.assignment, self.streak = assignment, np.asarray(state["streak"])
+        self.step_count, self.n_events = int(state["step_count"]), int(state["n_events"])
+        self._open_window(int(state["window_start"]))
+        self.window_loss = np.asarray(state["window_loss"], dtype=float).copy()
+        if state["window"] is not None and self.window is not None:
+            self.window.load_state_dict(state["window"])
+
+
+__all__ = ["SKETCH_SEED_OFFSET", "SharingScheduler", "event_step", "resolve_config"]
