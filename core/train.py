@@ -260,9 +260,12 @@ def train(config: RunConfig, *, data: Any = None, model: BranchedModel | None = 
                 trainer.load_state_dict(load_checkpoint(trainer.paths.checkpoint))
             else:  # a new run, or one killed before its first checkpoint: train from step 0
                 trainer.counters.update(phase)
-            trainer.fit(progress)
-            write_activations(trainer, "final")
-            finish_run(trainer)
+            try:
+                trainer.fit(progress)
+                write_activations(trainer, "final")
+                finish_run(trainer)
+            finally:  # a user's model keeps no hook of this run
+                trainer.sharing.close()
         except BaseException as err:
             try:
                 store.update_manifest(run_dir, status="failed",
@@ -311,6 +314,7 @@ def _baseline_partition(config: RunConfig, data: Any, run_dir: Path, progress: b
     phase = Trainer(joint, data, assignment=np.arange(data.n_tasks), recorder=recorder,
                     model=None if model is None else copy.deepcopy(model))
     phase.fit(progress)
+    phase.sharing.close()
     partition = affinity_partition(config, recorder, data.n_tasks)
     ds = store.encode_affinity(task_names=data.task_names, affinity=recorder.affinity(),
                                partition=partition, method=config.method,

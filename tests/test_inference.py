@@ -60,7 +60,10 @@ def test_a_user_model_trains_in_the_harness_and_reloads_from_a_factory(tmp_path)
     data = _toy_data()
     cfg = make_config("custom", "ss_similarity", 0, out=str(tmp_path / "mine"),
                       overrides={"train.steps": 80, "warmup_steps": 30, "regroup_every": 20})
-    run = train(cfg, data=data, model=_user_model(data), progress=False)
+    mine = _user_model(data)
+    run = train(cfg, data=data, model=mine, progress=False)
+    signal = mine.signal_parameter()
+    assert not signal._backward_hooks, "train() must leave no capture hook on the user's model"
     manifest = store.read_manifest(run)
     assert manifest["status"] == "complete" and len(manifest["events"]) >= 1
     assert manifest["user_model"]["class"] == "BranchedModel"
