@@ -125,16 +125,11 @@ def build_model(input_shape: Sequence[int], tasks: Sequence, cfg: ModelConfig,
     with torch.random.fork_rng(devices=[]):  # nn.Linear's own draws are overwritten below
         template = estimator_template(cfg.representation_dim, cfg.estimator_hidden)
     identical = cfg.branch_init == "identical"
-    model = BranchedModel(trunk, template, tasks, branch_init=cfg.branch_init, seed=seed, assignment=assignment)
-    n_e = model.n_entities
-    widths = [cfg.representation_dim, *cfg.estimator_hidden]
-    with torch.no_grad():  # the draws of earlier releases, in their order
-        for i, (a, b) in enumerate(zip(widths, widths[1:])):
-            bank = Bank(n_e, a, b, identical=identical, gen=gen)
-            model.estimators.param(f"{2 * i}.weight").copy_(bank.weight)
-            model.estimators.param(f"{2 * i}.bias").copy_(bank.bias)
-        heads = Bank(model.n_tasks, widths[-1], model.head_weight.shape[1], identical=identical,
-                     gen=gen)
-        model.head_weight.copy_(heads.weight)
-        model.head_bias.copy_(heads.bias)
+    model = BranchedModel(trunk, template, tasks, branch_init=cfg.branch_init, seed=seed,
+                          assignment=assignment)
+    # redraw estimators, then heads, from ``gen`` after the trunk: the draws of earlier releases
+    stacked = [model.estimators.param(f"{2 * i}.{k}") for i in range(len(cfg.estimator_hidden))
+               for k in ("weight", "bias")]
+    for weight, bias in [*zip(stacked[::2], stacked[1::2]), (model.head_weight, model.head_bias)]:
+        init_stacked_linear(weight, bias, identical=identical, gen=gen)
     return model

@@ -36,6 +36,7 @@ from selective_sharing.core.baselines import AffinityRecorder
 from selective_sharing.core.branched import EstimatorStack
 from selective_sharing.core.capture import GradientWindow
 from selective_sharing.core.config import make_config
+from selective_sharing.core.model import estimator_template
 from selective_sharing.core.runinfo import new_manifest
 from selective_sharing.core.scheduler import SharingScheduler
 from selective_sharing.core.train import Trainer
@@ -336,15 +337,11 @@ def stack_paths(n_tasks: int, size: str, *, steps: int = 30, warm: int = 3) -> d
     same weights and batch (20 samples per task, as the step benchmark), interleaved in one
     process. Returns the median seconds of each and ``vmap_over_einsum``."""
     cfg = SIZES[size]
-    widths = [cfg["representation_dim"], *cfg["estimator_hidden"]]
-    layers: list[torch.nn.Module] = []
-    for a, b in itertools.pairwise(widths):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    template = torch.nn.Sequential(*layers)
+    template = estimator_template(cfg["representation_dim"], cfg["estimator_hidden"])
     stacks = {"einsum": EstimatorStack(template, n_tasks), "vmap": EstimatorStack(template, n_tasks)}
     stacks["vmap"].fast = False
     assert stacks["einsum"].fast, "the einsum path must apply to a plain Linear/ReLU template"
-    h = torch.randn(20 * n_tasks, widths[0])
+    h = torch.randn(20 * n_tasks, cfg["representation_dim"])
     times: dict[str, list[float]] = {k: [] for k in stacks}
     for i in range(warm + steps):
         for name, stack in stacks.items():
