@@ -24,6 +24,10 @@ _LAZY = {
     "task_losses": "losses",
     "load_model": "inference",
     "predict": "inference",
+    "resolve_device": "devices",
+    "DeviceError": "devices",
+    "StepBatchSampler": "data",
+    "resnet18_trunk": "backbones",
 }
 
 __all__ = ["ConfigError", "RunConfig", "config_from_dict", "make_config", *_LAZY]

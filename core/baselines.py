@@ -107,7 +107,7 @@ class AffinityRecorder:
         if self.kind == "cosine_groups":
             flat = torch.stack([torch.cat([gi.flatten() for gi in g]) for g in grads])
             norms = flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            cos = ((flat / norms) @ (flat / norms).T).detach().numpy()
+            cos = ((flat / norms) @ (flat / norms).T).detach().cpu().numpy()
             self.total[np.ix_(idx, idx)] += cos
             self.count[np.ix_(idx, idx)] += 1
         else:
@@ -127,7 +127,7 @@ class AffinityRecorder:
             for p, s in zip(shared, saved):
                 p.copy_(s)
             z = 1.0 - after[idx] / base[idx].clamp_min(1e-12)
-            self.total[row, idx] += z.numpy()
+            self.total[row, idx] += z.cpu().numpy()
             self.count[row, idx] += 1
         trainer.counters["forward_passes"] += len(idx)
 

@@ -66,30 +66,47 @@ class GradientWindow:
 
     def __init__(self, n_entities: int, signal_shape: tuple[int, int], window_len: int,
                  n_bins: int, sketch_dim: int, sketch_seed: int, sketch_kind: str = "auto",
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", scaled: bool = False):
         self.window_len, self.n_bins, self.sketch_dim = window_len, n_bins, sketch_dim
         n_in = int(np.prod(signal_shape))
         self.sketch_kind, self._proj, self._sign = _projection(n_in, sketch_dim, sketch_seed,
                                                                sketch_kind)
         self.summed = torch.zeros(n_entities, *signal_shape, device=device)
         self.acc = torch.zeros(n_entities, *signal_shape, device=device)
+        # fp16 with a GradScaler: a step's (scaled) gradient waits here until the step is known
+        # to have been applied (the scaler skips steps with non-finite gradients)
+        self.pending = torch.zeros_like(self.acc) if scaled else None
         self._proj = self._proj.to(device)
         self._sign = None if self._sign is None else self._sign.to(device)
-        self.bins = np.zeros((n_entities, n_bins, sketch_dim), dtype=np.float32)
+        # on the device too: the host sees the bins once, at the event
+        self.bins = torch.zeros(n_entities, n_bins, sketch_dim, device=device)
         self.i = 0
         self.bin = 0
 
+    @property
+    def _target(self) -> torch.Tensor:
+        return self.acc if self.pending is None else self.pending
+
     def accumulate(self, g: torch.Tensor) -> None:
         """Add one backward pass's signal ``g`` (E, R, C) to the current step (hook side)."""
-        self.acc.add_(g.reshape(self.acc.shape))
+        self._target.add_(g.reshape(self.acc.shape))
 
     def accumulate_columns(self, g: torch.Tensor, start: int) -> None:
         """Add ``g`` (E, ...) flattened into columns ``start:`` of a flat (E, 1, P) signal."""
         flat = g.reshape(g.shape[0], -1)
-        self.acc[:, 0, start:start + flat.shape[1]].add_(flat)
+        self._target[:, 0, start:start + flat.shape[1]].add_(flat)
 
-    def end_step(self) -> None:
-        """Close the current step; sketch the bin when the next step falls in another one."""
+    def end_step(self, scale: float | None = None, skipped: bool = False) -> None:
+        """Close the current step; sketch the bin when the next step falls in another one.
+
+        With a GradScaler (``scaled`` window): ``scale`` is the loss scale this step's backward
+        used, divided out here (a power of two: exact); ``skipped``: the scaler found
+        non-finite gradients and skipped the update, so the step's gradient is dropped.
+        """
+        if self.pending is not None:
+            if not skipped:
+                self.acc.add_(self.pending, alpha=1.0 / float(scale or 1.0))
+            self.pending.zero_()
         self.i += 1
         b = min(self.i * self.n_bins // self.window_len, self.n_bins - 1)
         if b != self.bin:
@@ -109,20 +126,24 @@ class GradientWindow:
                 proj = flat @ self._proj
             else:  # count-sketch; acc is zeroed below, so it is signed in place (no temporary)
                 flat.mul_(self._sign)
-                proj = torch.zeros(flat.shape[0], self.sketch_dim).index_add_(1, self._proj, flat)
-        self.bins[:, self.bin] += proj.cpu().numpy()
+                proj = torch.zeros(flat.shape[0], self.sketch_dim, device=flat.device,
+                                   dtype=flat.dtype).index_add_(1, self._proj, flat)
+        self.bins[:, self.bin] += proj
         self.acc.zero_()
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         """Close the window: (summed (E, R, C) float32, bins (E, n_bins, sketch_dim) float32)."""
         self._flush()
-        return self.summed.cpu().numpy().astype(np.float32, copy=True), self.bins.copy()
+        return (self.summed.cpu().numpy().astype(np.float32, copy=True),
+                self.bins.cpu().numpy().astype(np.float32, copy=True))
 
     def state_dict(self) -> dict[str, Any]:
+        """On the host (checkpoints load anywhere); saved between steps, so nothing is pending."""
         return {"summed": self.summed.cpu().clone(), "acc": self.acc.cpu().clone(),
-                "bins": self.bins.copy(), "i": self.i, "bin": self.bin}
+                "bins": self.bins.cpu().numpy().copy(), "i": self.i, "bin": self.bin}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         device = self.summed.device
         self.summed, self.acc = state["summed"].to(device), state["acc"].to(device)
-        self.bins, self.i, self.bin = state["bins"].copy(), state["i"], state["bin"]
+        self.bins = torch.as_tensor(np.asarray(state["bins"], dtype=np.float32)).to(device)
+        self.i, self.bin = state["i"], state["bin"]

@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="folder with school.mat, lenk_data.mat...")
     p.add_argument("--allow-substitute", action="store_true",
                    help="use a labelled substitute when the real data file is missing")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="auto (default: CUDA when available, else CPU), cpu, cuda, cuda:N or mps "
+                        "(= --set train.device=DEVICE)")
+    p.add_argument("--amp", default=None, choices=("none", "bf16", "fp16"),
+                   help="mixed precision: autocast in bf16 or fp16 (= --set train.amp=...)")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -71,11 +76,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             overrides["data.data_root"] = args.data_root
         if args.allow_substitute:
             overrides["data.allow_substitute"] = True
+        for key, value in (("train.device", args.device), ("train.amp", args.amp)):
+            if value is not None:
+                overrides[key] = value
         config = make_config(args.dataset, args.method, args.seed, args.profile, overrides,
                              out=args.out)
     except ConfigError as err:
         sys.exit(f"error: {err}")
+    from .devices import DeviceError
     from .train import train
 
-    run_dir = train(config, resume=args.resume, progress=not args.no_progress)
+    try:
+        run_dir = train(config, resume=args.resume, progress=not args.no_progress)
+    except DeviceError as err:  # raised before any training or writing
+        sys.exit(f"error: {err}")
     print(summarize(str(run_dir)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -24,6 +25,9 @@ SIGNALS: tuple[str, ...] = ("first_layer", "all_params")
 MERGE_MODES: tuple[str, ...] = ("average", "best", "first")
 BRANCH_INITS: tuple[str, ...] = ("identical", "independent")
 SKETCH_KINDS: tuple[str, ...] = ("auto", "dense", "countsketch")
+TRUNKS: tuple[str, ...] = ("builtin", "resnet18")
+AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # core.devices resolves them
 
 
 def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
@@ -61,8 +65,14 @@ class ModelConfig:
     weight matrix, ``(estimator_hidden[0], representation_dim)``, is the default gradient signal.
     ``branch_init="identical"`` clones one initial estimator and head to every task, which is
     what makes the tasks' gradients comparable (DESIGN section 3).
+    ``trunk``: ``builtin`` (the MLP/CNN above) or ``resnet18`` (torchvision's, image data only,
+    randomly initialized or from ``trunk_weights``, a local state-dict file; nothing is
+    downloaded); its representation has 512 units and ``conv_channels`` /
+    ``representation_dim`` are unused.
     """
 
+    trunk: str = "builtin"
+    trunk_weights: str | None = None
     trunk_hidden: tuple[int, ...] = ()
     conv_channels: tuple[int, ...] = (16, 32)
     representation_dim: int = 64
@@ -77,11 +87,23 @@ class ModelConfig:
             raise _bad("estimator_hidden", self.estimator_hidden, "at least one layer width")
         _positive_int("representation_dim", self.representation_dim)
         _choice("branch_init", self.branch_init, BRANCH_INITS)
+        _choice("trunk", self.trunk, TRUNKS)
+        if self.trunk_weights is not None and not isinstance(self.trunk_weights, str):
+            raise _bad("trunk_weights", self.trunk_weights, "a path to a local weights file")
+        if self.trunk_weights is not None and self.trunk != "resnet18":
+            raise _bad("trunk_weights", self.trunk_weights, "None unless trunk='resnet18'")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation. ``batch_size=None`` means full batch. Adam."""
+    """Optimisation. ``batch_size=None`` means full batch. Adam.
+
+    ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or
+    ``mps``; an absent device fails before training. ``amp``: autocast in ``bf16`` or ``fp16``
+    (with a GradScaler) for the forward pass and the loss; parameters, gradients and the
+    captured window stay fp32. ``num_workers``: DataLoader worker processes for streamed
+    datasets (in-memory data is indexed directly).
+    """
 
     steps: int = 300
     batch_size: int | None = None
@@ -90,6 +112,9 @@ class TrainConfig:
     rank_mse_weight: float = 0.5
     eval_batch_size: int = 1024
     threads: int | None = None
+    device: str = "auto"
+    amp: str = "none"
+    num_workers: int = 2
 
     def __post_init__(self) -> None:
         _positive_int("steps", self.steps)
@@ -104,6 +129,10 @@ class TrainConfig:
         _positive_int("eval_batch_size", self.eval_batch_size)
         if self.threads is not None:
             _positive_int("threads", self.threads)
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            raise _bad("device", self.device, "one of auto, cpu, cuda, cuda:N, mps")
+        _choice("amp", self.amp, AMP_MODES)
+        _positive_int("num_workers", self.num_workers, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -186,6 +215,10 @@ class RunConfig:
     sharing: SharingConfig = field(default_factory=SharingConfig)
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    # how make_config built it: the profile whose defaults it starts from (a dataset name,
+    # "generic_vector" or "generic_image") and the overrides applied on top
+    defaults_from: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
@@ -225,7 +258,7 @@ def _split_key(key: str) -> tuple[str, str]:
         if section == "data" and name not in {f.name for f in fields(DataConfig)}:
             return "data.options", name  # data.NAME: a loader option, even if a section has NAME
         return section, name
-    top = {f.name for f in fields(RunConfig)} - set(SECTIONS)
+    top = {f.name for f in fields(RunConfig)} - set(SECTIONS) - {"defaults_from", "overrides"}
     if key in top:
         return "", key
     owners = [s for s, cls in SECTIONS.items() if key in {f.name for f in fields(cls)}]
@@ -239,26 +272,35 @@ def _split_key(key: str) -> tuple[str, str]:
 
 def make_config(dataset: str = "synthetic", method: str = "ss_similarity", seed: int = 0,
                 profile: str = "quick", overrides: dict[str, Any] | None = None,
-                out: str | None = None) -> RunConfig:
+                out: str | None = None, input_kind: str | None = None) -> RunConfig:
     """Build and validate a :class:`RunConfig`: the dataset's profile defaults, then overrides.
 
     Parameters
     ----------
+    input_kind : {"vector", "image"}, optional
+        For data without a registered profile (your own arrays or datasets): image data gets
+        the image defaults (mini-batches of 64, the CNN trunk), anything else the vector ones.
+        ``train(config, data=...)`` fills it in from the data when the config was built
+        without it.
     overrides : dict
         ``{"distance": "cosine", "train.steps": 100, "noise": 0.5, ...}``. A plain key is looked
         up in every section and must be unique; keys no section knows are dataset options.
         Values may be strings (parsed as JSON where possible, as ``--set`` gives them).
     """
-    from .profiles import profile_defaults
+    from .profiles import defaults_name, profile_defaults
 
     _choice("profile", profile, PROFILES)
     _choice("method", method, METHODS)
+    if input_kind not in (None, "vector", "image"):
+        raise _bad("input_kind", input_kind, "None, 'vector' or 'image'")
     sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
-    for section, values in profile_defaults(dataset, profile).items():
+    for section, values in profile_defaults(dataset, profile, input_kind).items():
         sections[section].update(values)
     sections["data"]["name"] = dataset
     options = dict(sections["data"].pop("options", {}))
-    top: dict[str, Any] = {"method": method, "seed": seed, "profile": profile}
+    top: dict[str, Any] = {"method": method, "seed": seed, "profile": profile,
+                           "defaults_from": defaults_name(dataset, input_kind),
+                           "overrides": dict(overrides or {})}
     sections["grouping"]["seed"] = seed
     if method.startswith("ss_"):
         sections["grouping"]["strategy"] = method[3:]

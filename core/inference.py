@@ -8,6 +8,7 @@ its estimator stacks are resized to the run's merged count and the weights loade
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ def _built_in(manifest: dict, run_dir: Path) -> BranchedModel:
              zip(manifest["task_names"], manifest["task_types"], manifest["n_outputs"])]
     n = len(tasks)
     copies = n if config.method == "stl" else 1
-    return build_model(manifest["input_shape"], tasks, config.model, np.arange(n), copies,
+    # the checkpoint holds the trained weights: the trunk's initial weights file is not needed
+    model_config = dataclasses.replace(config.model, trunk_weights=None)
+    return build_model(manifest["input_shape"], tasks, model_config, np.arange(n), copies,
                        seed=config.seed)
 
 

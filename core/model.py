@@ -106,6 +106,24 @@ def estimator_template(representation_dim: int, hidden: Sequence[int]) -> nn.Seq
     return nn.Sequential(*layers)
 
 
+def _resnet18(input_shape: Sequence[int], cfg: ModelConfig, copies: int, seed: int
+              ) -> tuple[nn.Module, int]:
+    """torchvision's ResNet-18 as the trunk (random init drawn under ``seed``, or the weights of
+    ``cfg.trunk_weights``), and its representation width."""
+    from .backbones import resnet18_trunk
+
+    if len(input_shape) != 3:
+        raise ValueError(f"model.trunk='resnet18' needs image inputs (C, H, W); this data has "
+                         f"inputs of shape {tuple(input_shape)}: use model.trunk='builtin'")
+    if copies > 1:
+        raise ValueError("method 'stl' trains one trunk per task, which model.trunk='resnet18' "
+                         "does not offer: run stl with model.trunk='builtin'")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        trunk = resnet18_trunk(int(input_shape[0]), cfg.trunk_weights)
+    return trunk, int(trunk.out_features)
+
+
 def build_model(input_shape: Sequence[int], tasks: Sequence, cfg: ModelConfig,
                 assignment: Sequence[int], trunk_copies: int, seed: int) -> BranchedModel:
     """The harness's model: built-in trunk + MLP estimator template in a BranchedModel.
@@ -121,9 +139,12 @@ def build_model(input_shape: Sequence[int], tasks: Sequence, cfg: ModelConfig,
         1 (shared trunk) or n_entities (``stl``: entity i uses trunk copy i).
     """
     gen = torch.Generator().manual_seed(seed)
-    trunk = Trunk(input_shape, cfg, trunk_copies, gen)
+    if cfg.trunk == "resnet18":
+        trunk, width = _resnet18(input_shape, cfg, trunk_copies, seed)
+    else:
+        trunk, width = Trunk(input_shape, cfg, trunk_copies, gen), cfg.representation_dim
     with torch.random.fork_rng(devices=[]):  # nn.Linear's own draws are overwritten below
-        template = estimator_template(cfg.representation_dim, cfg.estimator_hidden)
+        template = estimator_template(width, cfg.estimator_hidden)
     identical = cfg.branch_init == "identical"
     model = BranchedModel(trunk, template, tasks, branch_init=cfg.branch_init, seed=seed,
                           assignment=assignment)

@@ -83,10 +83,24 @@ def versions_and_revision() -> dict[str, Any]:
     return {"versions": _versions(), "git_revision": _git_revision()}
 
 
-def new_manifest(config: RunConfig, data: Any, threads: int, model: Any = None
-                 ) -> dict[str, Any]:
+def describe_defaults(config: RunConfig, device: Any) -> str:
+    """One line: where the run's defaults come from and the settings that matter most."""
+    source = {"generic_image": "generic image defaults (data without a registered profile)",
+              "generic_vector": "generic vector defaults (data without a registered profile)",
+              "": "a config built by hand"}.get(config.defaults_from,
+                                                f"the {config.defaults_from!r} profile")
+    tr, m = config.train, config.model
+    batch = "full batch" if tr.batch_size is None else f"batches of {tr.batch_size}"
+    trunk = m.trunk if m.trunk != "builtin" else "built-in trunk"
+    return (f"{source} ({config.profile}): {tr.steps} steps, {batch}, lr {tr.lr:g}, {trunk}; "
+            f"device {device}, amp {tr.amp}; change any with --set KEY=VALUE")
+
+
+def new_manifest(config: RunConfig, data: Any, threads: int, model: Any = None,
+                 device: Any = "cpu") -> dict[str, Any]:
     """A new run's manifest. ``model``: the user's BranchedModel, if the run trains one
-    (recorded as ``user_model``; None: the built-in model of ``config.model``)."""
+    (recorded as ``user_model``; None: the built-in model of ``config.model``). ``device``: the
+    resolved training device (``train.device`` may say ``auto``)."""
     from .branched import describe
 
     groups = None if data.groups is None else [int(g) for g in data.groups]
@@ -96,6 +110,9 @@ def new_manifest(config: RunConfig, data: Any, threads: int, model: Any = None
         "task_names": data.task_names, "task_types": [t.type for t in data.tasks],
         "true_groups": groups, "main_metric": data.main_metric,
         **versions_and_revision(), "threads": threads, "trained_by": "train",
+        "device": str(device), "defaults": {"from": config.defaults_from,
+                                            "summary": describe_defaults(config, device)},
+        "streamed": bool(getattr(data, "streamed", False)),
         "input_shape": list(data.input_shape), "n_outputs": [t.n_outputs for t in data.tasks],
         "user_model": None if model is None else describe(model),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(), "events": [], "error": None,
@@ -128,8 +145,21 @@ def entry_metrics(pred: np.ndarray, data: Any) -> dict[str, np.ndarray]:
 
 
 def evaluate(trainer: Any) -> dict[str, np.ndarray]:
-    pred = predict_all(trainer.model, trainer.data.x_test, trainer.cfg.train.eval_batch_size)
-    return entry_metrics(pred, trainer.data)
+    data, batch = trainer.data, trainer.cfg.train.eval_batch_size
+    if getattr(data, "streamed", False):
+        from .data import predict_items
+
+        pred = predict_items(trainer.model, data.test, batch, trainer.cfg.train.num_workers)
+    else:
+        pred = predict_all(trainer.model, data.x_test, batch)
+    return entry_metrics(pred, data)
+
+
+def test_inputs(data: Any, index: np.ndarray) -> np.ndarray:
+    """Inputs of test samples ``index``: rows of ``x_test``, or items read from a streamed split."""
+    if getattr(data, "streamed", False):
+        return data.inputs("test", index)
+    return data.x_test[index]
 
 
 def probe_index(data: Any, size: int) -> np.ndarray:
@@ -157,14 +187,14 @@ def saliency(model: Any, x: torch.Tensor, n_tasks: int) -> np.ndarray:
         out = model.forward_entries(xi, b_idx, torch.full_like(b_idx, t))
         (grad,) = torch.autograd.grad(out.max(dim=1).values.sum(), xi)
         maps.append(grad.abs().amax(dim=1))
-    return torch.stack(maps).numpy().astype(np.float32)
+    return torch.stack(maps).cpu().numpy().astype(np.float32)
 
 
 def write_activations(trainer: Any, name: str) -> None:
     """Snapshot of the shared representation (and estimator outputs, saliency) on the probes."""
     data, model = trainer.data, trainer.model
     idx = probe_index(data, trainer.cfg.probe_size)
-    x = torch.as_tensor(data.x_test[idx])
+    x = torch.as_tensor(test_inputs(data, idx)).to(trainer.device)
     with torch.no_grad():
         rep = model.representation(x)
         est = model.entity_outputs(x)
@@ -172,9 +202,9 @@ def write_activations(trainer: Any, name: str) -> None:
     obj = data.extras.get("object_masks_test")
     ds = store.encode_activations(
         name=name, step=trainer.step, task_names=data.task_names, probe_index=idx,
-        representation=rep.reshape(rep.shape[0], -1).numpy().astype(np.float32),
+        representation=rep.reshape(rep.shape[0], -1).cpu().numpy().astype(np.float32),
         labels=data.y_test[idx].astype(np.float32), label_mask=data.m_test[idx].astype(bool),
-        assignment=trainer.assignment, estimator_output=est.numpy().astype(np.float32),
+        assignment=trainer.assignment, estimator_output=est.cpu().numpy().astype(np.float32),
         saliency=saliency(model, x, trainer.n_tasks) if image else None,
         region_masks=data.extras.get("region_masks") if image else None,
         task_region=data.extras.get("task_region") if image else None,

@@ -10,6 +10,11 @@ killed-but-unreaped (zombie) holders.
 
 Where ``flock`` is unavailable (Windows, some network file systems) the pid alone decides: the
 lock is taken with ``O_EXCL`` and a lock whose pid no longer exists is taken over.
+
+A forked child (a DataLoader worker) does not hold its parent's lock: an ``flock`` belongs to
+the open file, which a fork shares, so a worker orphaned by a SIGKILLed trainer would keep the
+run locked until it noticed (seconds) and a ``--resume`` right after the kill would be refused.
+Every held lock is closed in the child right after the fork (``os.register_at_fork``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +35,24 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 _BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+_HELD: weakref.WeakSet = weakref.WeakSet()  # the RunLocks this process holds
+
+
+def _forget_in_child() -> None:
+    """After a fork, in the child: close the inherited lock files and forget the locks, so the
+    child neither keeps the run locked nor removes the lock file of its parent."""
+    for lock in list(_HELD):
+        if lock._fd is not None:
+            try:
+                os.close(lock._fd)
+            except OSError:
+                pass
+        lock._fd, lock._owner = None, False
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class RunLockedError(RuntimeError):
@@ -132,6 +156,7 @@ class RunLock:
         os.ftruncate(fd, 0)  # a stale lock's pid is overwritten: the takeover
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        _HELD.add(self)
         return True
 
     def _acquire_by_pid(self) -> None:
@@ -149,9 +174,11 @@ class RunLock:
             with os.fdopen(fd, "w") as f:
                 f.write(str(me))
         self._owner = True
+        _HELD.add(self)
 
     def release(self) -> None:
         """Give the lock back and remove the lock file (no-op when not held)."""
+        _HELD.discard(self)
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:

@@ -90,6 +90,13 @@ class SharingScheduler:
         ``run_dir`` already holds this run: continue it (then call :meth:`load_state_dict`
         with the state saved beside your checkpoint). Without it, a ``run_dir`` that holds
         events is refused, so no run is overwritten or mixed with another.
+    scaler : torch.amp.GradScaler, optional
+        The GradScaler of an fp16 loop. Captured gradients are then divided by the scale their
+        backward used, and the capture of a step the scaler skipped (non-finite gradients) is
+        dropped: the window holds what an fp32 run would see. Call :meth:`step` after
+        ``scaler.update()``. (bf16 autocast needs no scaler: gradients are unscaled.)
+
+    The window lives on the device of the signal parameter; the host sees it once per event.
 
     Attributes
     ----------
@@ -106,8 +113,9 @@ class SharingScheduler:
     def __init__(self, model: Any, optimizer: torch.optim.Optimizer,
                  config: RunConfig | Mapping[str, Any] | None = None,
                  run_dir: str | Path | None = None, *, total_steps: int | None = None,
-                 resume: bool = False):
-        self.model, self.optimizer = model, optimizer
+                 resume: bool = False, scaler: Any = None):
+        self.model, self.optimizer, self.scaler = model, optimizer, scaler
+        self._scale: float | None = None  # the loss scale the next backward uses (fp16)
         self.config = resolve_config(config)
         self.total_steps = total_steps
         self.run_dir = None if run_dir is None else Path(run_dir)
@@ -123,10 +131,16 @@ class SharingScheduler:
         self._lock = None
         if self.run_dir is not None:
             self._attach_run(resume)
+        if self._scaled:
+            self._scale = float(scaler.get_scale())
         self._hooks = self._register_hooks()
         self._open_window()
 
     # -- capture ---------------------------------------------------------------------------
+    @property
+    def _scaled(self) -> bool:
+        return self.scaler is not None and self.scaler.is_enabled()
+
     def _register_hooks(self) -> list[Any]:
         if self.config.sharing.signal == "first_layer":
             def capture(grad: torch.Tensor) -> None:
@@ -161,7 +175,7 @@ class SharingScheduler:
         self.window = GradientWindow(
             self.model.n_entities, self._signal_shape(), upcoming - start,
             sh.window_bins, sh.sketch_dim, self.config.seed + SKETCH_SEED_OFFSET, sh.sketch_kind,
-            device=self.model.signal_parameter().device)
+            device=self.model.signal_parameter().device, scaled=self._scaled)
         self.next_event = upcoming
         self.window_start = start
         self.window_loss = np.zeros(self.assignment.size)
@@ -188,7 +202,13 @@ class SharingScheduler:
         self.step_count += 1
         if self.window is None:
             return None
-        self.window.end_step()
+        if self._scaled:
+            used = self._scale
+            self._scale = float(self.scaler.get_scale())  # after update(): the next backward's scale
+            # a GradScaler lowers its scale exactly when it skipped the step
+            self.window.end_step(scale=used, skipped=self._scale < used)
+        else:
+            self.window.end_step()
         if self.step_count != self.next_event:
             return None
         return self._event()
@@ -299,7 +319,8 @@ class SharingScheduler:
         return {"step_count": self.step_count, "n_events": self.n_events,
                 "assignment": self.assignment.copy(), "streak": self.streak.copy(),
                 "window_loss": self.window_loss.copy(), "window_start": self.window_start,
-                "window": None if self.window is None else self.window.state_dict()}
+                "window": None if self.window is None else self.window.state_dict(),
+                "scale": self._scale}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`; load the model's state first (it sets the entity count)."""
@@ -312,6 +333,8 @@ class SharingScheduler:
         self.step_count, self.n_events = int(state["step_count"]), int(state["n_events"])
         self._open_window(int(state["window_start"]))
         self.window_loss = np.asarray(state["window_loss"], dtype=float).copy()
+        if state.get("scale") is not None:
+            self._scale = float(state["scale"])
         if state["window"] is not None and self.window is not None:
             self.window.load_state_dict(state["window"])
 

@@ -22,6 +22,8 @@ from .branched import BranchedModel
 from .capture import entity_grad_norms
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RunConfig
+from .data import StepBatchSampler, batch_indices, train_loader
+from .devices import Precision, device_rng_state, resolve_device, set_device_rng_state
 from .grouping import EventResult
 from .losses import entry_losses, task_codes
 from .model import build_model
@@ -49,7 +51,11 @@ class Trainer:
     exists so tests can poke at it.
 
     ``model`` is the user's BranchedModel (its trunk and template); by default the built-in one
-    of ``config.model``.
+    of ``config.model``. The model, the batches and the capture window live on
+    ``config.train.device``. In-memory data (``MTLData``) is moved to the device once and
+    indexed there; streamed data (``StreamedMTLData``) is read through a ``DataLoader`` with
+    ``train.num_workers`` workers and a :class:`~.data.StepBatchSampler` whose position is the
+    step count (saved in the checkpoint).
     """
 
     def __init__(self, config: RunConfig, data: Any, callbacks: Sequence[Any] = (),
@@ -58,7 +64,11 @@ class Trainer:
         self.cfg, self.data, self.callbacks = config, data, list(callbacks)
         self.recorder = recorder
         self.paths = store.RunPaths(Path(config.out))
+        self.device = resolve_device(config.train.device)
+        self.precision = Precision(config.train.amp, self.device)
         torch.manual_seed(config.seed)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(config.seed)
         tasks = data.tasks
         self.n_tasks = len(tasks)
         start = (initial_assignment(config.method, self.n_tasks) if assignment is None
@@ -69,15 +79,22 @@ class Trainer:
                                 seed=config.seed)
         else:
             _start_user_model(model, data, start, config.method)
-        self.model = model
+        self.model = model.to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.train.lr,
                                     weight_decay=config.train.weight_decay)
         self.sharing = SharingScheduler(self.model, self.opt, config, run_dir=run_dir,
-                                        total_steps=config.train.steps, resume=True)
-        self.codes, self.n_classes = task_codes(tasks)
-        self.x = torch.as_tensor(data.x_train)
-        self.y = torch.as_tensor(data.y_train)
-        self.m = torch.as_tensor(data.m_train)
+                                        total_steps=config.train.steps, resume=True,
+                                        scaler=self.precision.scaler)
+        self.codes, self.n_classes = (t.to(self.device) for t in task_codes(tasks))
+        self.streamed = bool(getattr(data, "streamed", False))
+        self._batches: Any = None  # the streamed data's DataLoader iterator, made in fit()
+        if self.streamed:
+            self.n_train = len(data.train)
+        else:
+            self.x, self.y, self.m = (torch.as_tensor(a).to(self.device)
+                                      for a in (data.x_train, data.y_train, data.m_train))
+            self.n_train = int(self.x.shape[0])
+        self._order_cache: dict = {}
         self.step = 0
         self.hist: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "lr": [],
                                       "assignment": []}
@@ -92,23 +109,36 @@ class Trainer:
         return self.sharing.n_events
 
     # -- one step -----------------------------------------------------------------------
-    def _batch(self) -> torch.Tensor:
-        n, bs = self.x.shape[0], self.cfg.train.batch_size
-        if bs is None or bs >= n:
-            return torch.arange(n)
-        per_epoch = n // bs
-        epoch, k = divmod(self.step, per_epoch)
-        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
-        return torch.as_tensor(order[k * bs:(k + 1) * bs])
+    def sampler(self, position: int = 0) -> StepBatchSampler:
+        """The batches of steps ``position..train.steps`` (one rule for both data paths)."""
+        return StepBatchSampler(self.n_train, self.cfg.train.batch_size, self.cfg.seed,
+                                self.cfg.train.steps, position)
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.streamed:
+            idx = torch.as_tensor(batch_indices(self.n_train, self.cfg.train.batch_size,
+                                                self.cfg.seed, self.step, self._order_cache))
+            idx = idx.to(self.device)
+            return self.x[idx], self.y[idx], self.m[idx]
+        if self._batches is None:  # starts at this step: a resumed run continues mid-epoch
+            self._batches = iter(train_loader(self.data.train, self.sampler(self.step),
+                                              self.cfg.train.num_workers, self.device))
+        x, y, m = next(self._batches)
+        return (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True),
+                m.to(self.device, non_blocking=True))
+
+    def close(self) -> None:
+        """Stop the DataLoader's workers."""
+        self._batches = None
 
     def _step(self) -> EventResult | None:
-        idx = self._batch()
-        x, y, m = self.x[idx], self.y[idx], self.m[idx]
+        x, y, m = self._next_batch()
         b_idx, t_idx = m.nonzero(as_tuple=True)
         if self.recorder is not None:
             self.recorder(self, x, y[b_idx, t_idx], b_idx, t_idx)
-        pred = self.model.forward_entries(x, b_idx, t_idx)
-        losses = entry_losses(pred, y[b_idx, t_idx], t_idx, self.codes, self.n_classes,
+        with self.precision.autocast():  # the forward pass; the loss in fp32, from fp32 targets
+            pred = self.model.forward_entries(x, b_idx, t_idx)
+        losses = entry_losses(pred.float(), y[b_idx, t_idx], t_idx, self.codes, self.n_classes,
                               self.cfg.train.rank_mse_weight)
         total = losses.sum()
         if not torch.isfinite(total):
@@ -117,13 +147,15 @@ class Trainer:
                                 f"{self.data.task_names[bad]!r} (loss={losses[bad].item()}); "
                                 "lower train.lr or check the task's targets")
         self.opt.zero_grad(set_to_none=False)
-        total.backward()  # the scheduler's hook adds the signal into its window here
+        self.precision.backward(total)  # the scheduler's hook adds the signal into its window
         self.counters["backward_passes"] += 1
         self.counters["forward_passes"] += 1
-        has = torch.bincount(t_idx, minlength=self.n_tasks) > 0
-        loss_np = np.where(has.numpy(), losses.detach().numpy(), np.nan)
-        norms = entity_grad_norms(self.model).numpy()[self.assignment]
-        self.opt.step()
+        has = (torch.bincount(t_idx, minlength=self.n_tasks) > 0).cpu().numpy()
+        loss_np = np.where(has, losses.detach().cpu().numpy(), np.nan)
+        if self.precision.scaler is not None:
+            self.precision.scaler.unscale_(self.opt)  # the history records true gradient norms
+        norms = entity_grad_norms(self.model).cpu().numpy()[self.assignment]
+        self.precision.step(self.opt)
         for key, val in (("step", self.step), ("loss", loss_np), ("grad_norm", norms),
                          ("lr", self.opt.param_groups[0]["lr"]),
                          ("assignment", self.assignment.copy())):
@@ -135,7 +167,10 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                 "sharing": self.sharing.state_dict(), "step": self.step, "hist": self.hist,
-                "counters": self.counters, "torch_rng": torch.get_rng_state()}
+                "counters": self.counters, "torch_rng": torch.get_rng_state(),
+                "device_rng": device_rng_state(self.device),
+                "precision": self.precision.state_dict(),
+                "sampler": self.sampler().state_dict(consumed=self.step)}
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
         if "sharing" not in st:
@@ -147,6 +182,11 @@ class Trainer:
         for key in ("step", "hist", "counters"):
             setattr(self, key, st[key])
         torch.set_rng_state(st["torch_rng"])
+        set_device_rng_state(self.device, st.get("device_rng"))
+        self.precision.load_state_dict(st.get("precision", {}))
+        if "sampler" in st:  # refuses other data, batch size or seed
+            self.sampler().load_state_dict(st["sampler"])
+        self._batches = None
 
     def save(self) -> None:
         self.write_history()
@@ -172,18 +212,24 @@ class Trainer:
                    desc=f"{self.cfg.data.name}/{self.cfg.method}/seed{self.cfg.seed}",
                    unit="step", leave=False)
         with bar:
-            while self.step < self.cfg.train.steps:
-                before = self.sharing.n_events
-                self._step()
-                bar.update(1)
-                if self.sharing.n_events != before:
-                    result = self.sharing.last_result
-                    self.counters["wall_time_s"] = time.perf_counter() - start
-                    self.save()
-                    for cb in self.callbacks:  # after the checkpoint: a callback may end it
-                        getattr(cb, "on_event", lambda *a: None)(self, result)
-                    bar.set_postfix(groups=self.model.n_entities)
+            try:
+                self._fit(bar, start)
+            finally:
+                self.close()
         self.counters["wall_time_s"] = time.perf_counter() - start
+
+    def _fit(self, bar: Any, start: float) -> None:
+        while self.step < self.cfg.train.steps:
+            before = self.sharing.n_events
+            self._step()
+            bar.update(1)
+            if self.sharing.n_events != before:
+                result = self.sharing.last_result
+                self.counters["wall_time_s"] = time.perf_counter() - start
+                self.save()
+                for cb in self.callbacks:  # after the checkpoint: a callback may end it
+                    getattr(cb, "on_event", lambda *a: None)(self, result)
+                bar.set_postfix(groups=self.model.n_entities)
 
 
 def _start_user_model(model: Any, data: Any, start: np.ndarray, method: str) -> None:
@@ -236,9 +282,14 @@ def train(config: RunConfig, *, data: Any = None, model: BranchedModel | None = 
     Process state that training changes (torch's thread count and global RNG) is restored when
     the call returns, so runs in one process do not influence each other.
     """
-    from .runinfo import load_data, prepare_run_dir
+    from .runinfo import describe_defaults, load_data, prepare_run_dir
 
+    device = resolve_device(config.train.device)  # an absent device fails before anything
     data = load_data(config, data)
+    config = _defaults_for(config, data)
+    if progress:
+        print(f"{config.data.name}/{config.method}/seed{config.seed}: "
+              f"{describe_defaults(config, device)}", file=sys.stderr)
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     threads_before = torch.get_num_threads()
@@ -248,9 +299,10 @@ def train(config: RunConfig, *, data: Any = None, model: BranchedModel | None = 
         threads = _run_threads(config, run_dir, resume)
         if resume:  # we hold the lock: temp files here are torn writes of killed writers
             store.remove_stale_temp_files(run_dir)
+            _check_resume_device(run_dir, device)
             store.update_manifest(run_dir, status="running", error=None)
         else:
-            store.write_manifest(run_dir, new_manifest(config, data, threads, model))
+            store.write_manifest(run_dir, new_manifest(config, data, threads, model, device))
         try:
             torch.set_num_threads(threads)
             partition, phase = _baseline_partition(config, data, run_dir, progress, model)
@@ -276,6 +328,28 @@ def train(config: RunConfig, *, data: Any = None, model: BranchedModel | None = 
         finally:
             torch.set_num_threads(threads_before)
     return run_dir
+
+
+def _defaults_for(config: RunConfig, data: Any) -> RunConfig:
+    """The config with the defaults of the data's input kind, when ``make_config`` could not
+    know it: a dataset without a registered profile built with the vector defaults whose data
+    turn out to be images gets the image defaults, with the same overrides on top."""
+    if config.defaults_from != "generic_vector" or data.input_kind != "image":
+        return config
+    from .config import make_config
+
+    return make_config(config.data.name, config.method, config.seed, config.profile,
+                       overrides=config.overrides, out=config.out, input_kind="image")
+
+
+def _check_resume_device(run_dir: Path, device: torch.device) -> None:
+    recorded = store.read_manifest(run_dir).get("device")
+    if recorded is not None and recorded != str(device):
+        import warnings
+
+        warnings.warn(f"{run_dir} started on {recorded} and resumes on {device}: the resumed "
+                      "part's numbers can differ in the last digits from an uninterrupted run",
+                      stacklevel=3)
 
 
 def _run_threads(config: RunConfig, run_dir: Path, resume: bool) -> int:

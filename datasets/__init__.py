@@ -19,11 +19,13 @@ from . import (  # noqa: F401  (importing a loader module registers it)
 from .arrays import from_arrays
 from .base import TASK_TYPES, VARIANTS, DatasetError, MTLData, TaskSpec
 from .fixtures import write_celeba_fixture, write_omniart_fixture
+from .items import ArrayItems, ImageFileItems, StreamedMTLData, from_datasets, stream
 from .paths import ENV_VAR, DataFileNotFoundError, find_data_file, resolve_data_root, sha256
 from .registry import DATASETS, dataset_options, list_datasets, load_dataset, register_dataset
 from .validation import validate_mtl_data
 
 __all__ = [
+    "ArrayItems",
     "DATASETS",
     "ENV_VAR",
     "TASK_TYPES",
@@ -31,17 +33,21 @@ __all__ = [
     "DataFileNotFoundError",
     "DatasetError",
     "MTLData",
+    "ImageFileItems",
     "MTLTorchDataset",
+    "StreamedMTLData",
     "TaskSpec",
     "as_tensors",
     "dataset_options",
     "find_data_file",
     "from_arrays",
+    "from_datasets",
     "list_datasets",
     "load_dataset",
     "register_dataset",
     "resolve_data_root",
     "sha256",
+    "stream",
     "validate_mtl_data",
     "write_celeba_fixture",
     "write_omniart_fixture",

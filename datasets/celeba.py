@@ -9,7 +9,9 @@ Expected files under ``root`` (or ``root/celeba``, torchvision's own folder)::
 
 Train = partition 0, test = partition 2; the validation partition is not used (no model
 selection happens on it here). Images are centre-cropped to a square and downscaled to
-``image_size`` with PIL (imported lazily). Attributes -1/1 become targets 0/1.
+``image_size`` with PIL (imported lazily), one at a time when an item is read: the loader
+returns :class:`~.items.StreamedMTLData` (training reads it through a DataLoader with workers),
+so memory does not grow with the number of images. Attributes -1/1 become targets 0/1.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, MTLData, TaskSpec
+from .base import DatasetError, TaskSpec
+from .items import ImageFileItems, StreamedMTLData
 from .paths import resolve_data_root, sha256
 from .registry import register_dataset
 from .validation import by_profile, check_int
@@ -110,14 +113,14 @@ def load_celeba(
     image_size: int = 32,
     max_train: int | None = None,
     max_test: int | None = None,
-) -> MTLData:
-    """Load CelebA from a directory.
+) -> StreamedMTLData:
+    """Load CelebA from a directory, as a streamed dataset (images decoded per item).
 
     Parameters
     ----------
     profile : {"quick", "full"}
         Default subsample: quick at most 2000 train / 500 test images; full all of them
-        (162,770 train images at 32 x 32 take 2 GB as float32).
+        (162,770 train images; streamed, so memory does not grow with the count).
     seed : int
         Seeds the subsample (when there are more images than ``max_train`` / ``max_test``).
     data_root : optional
@@ -149,17 +152,14 @@ def load_celeba(
             )
         if cap is not None and idx.size > check_int("celeba", label, cap, 1):
             idx = np.sort(rng.choice(idx, size=cap, replace=False))
-        images = [read_image(folder / "img_align_celeba" / files[i], image_size) for i in idx]
-        splits.append((np.stack(images), targets[idx]))
-    (x_tr, y_tr), (x_te, y_te) = splits
-    data = MTLData(
+        y = targets[idx]
+        splits.append(ImageFileItems(folder / "img_align_celeba", [files[i] for i in idx], y,
+                                     np.ones(y.shape, dtype=bool), image_size))
+    train, test = splits
+    data = StreamedMTLData(
         name="celeba",
-        x_train=x_tr,
-        y_train=y_tr,
-        m_train=np.ones(y_tr.shape, dtype=bool),
-        x_test=x_te,
-        y_test=y_te,
-        m_test=np.ones(y_te.shape, dtype=bool),
+        train=train,
+        test=test,
         tasks=[TaskSpec(n, "binary") for n in names],
         groups=None,
         provenance={
@@ -169,8 +169,9 @@ def load_celeba(
             "attributes_sha256": sha256(attr_path),
             "seed": seed,
             "image_size": image_size,
-            "n_train": len(x_tr),
-            "n_test": len(x_te),
+            "n_train": len(train),
+            "n_test": len(test),
+            "streamed": True,
         },
         main_metric="accuracy",
     )

@@ -24,8 +24,9 @@ import os
 
 import numpy as np
 
-from .base import TASK_TYPES, DatasetError, MTLData, TaskSpec
-from .celeba import read_image, resolve_root
+from .base import TASK_TYPES, DatasetError, TaskSpec
+from .celeba import resolve_root
+from .items import ImageFileItems, StreamedMTLData
 from .paths import sha256
 from .registry import register_dataset
 from .validation import by_profile, check_float, check_int
@@ -45,8 +46,9 @@ def load_omniart(
     image_size: int = 32,
     test_fraction: float = 0.2,
     max_samples: int | None = None,
-) -> MTLData:
-    """Load an OmniArt-style directory (see the module docstring for the layout).
+) -> StreamedMTLData:
+    """Load an OmniArt-style directory (see the module docstring for the layout), streamed:
+    images are decoded when an item is read, never all at once.
 
     Parameters
     ----------
@@ -87,18 +89,16 @@ def load_omniart(
     task_columns = [c for c in task_columns if overrides.get(c) != "ignore"]
     is_test = _split(rows, "split" in columns, test_fraction, rng, csv_path)
     specs, y, m, class_names = _targets(rows, task_columns, overrides, csv_path)
-    x = np.stack([read_image(folder / "images" / r["image"], image_size) for r in rows])
     offset, scale = _standardize_regression(y, m, ~is_test, specs)
     y = np.where(m, y, 0.0).astype(np.float32)
     classification = any(s.type in ("binary", "multiclass") for s in specs)
-    data = MTLData(
+    names = np.asarray([r["image"] for r in rows], dtype=object)
+    train, test = (ImageFileItems(folder / "images", list(names[sel]), y[sel], m[sel], image_size)
+                   for sel in (~is_test, is_test))
+    data = StreamedMTLData(
         name="omniart",
-        x_train=x[~is_test],
-        y_train=y[~is_test],
-        m_train=m[~is_test],
-        x_test=x[is_test],
-        y_test=y[is_test],
-        m_test=m[is_test],
+        train=train,
+        test=test,
         tasks=specs,
         groups=None,
         provenance={
@@ -108,6 +108,7 @@ def load_omniart(
             "attributes_sha256": sha256(csv_path),
             "seed": seed,
             "task_types": {s.name: s.type for s in specs},
+            "streamed": True,
         },
         main_metric="accuracy" if classification else "explained_variance",
         extras={

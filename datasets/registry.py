@@ -131,8 +131,11 @@ def load_dataset(
         allow_substitute=allow_substitute,
         **options,
     )
-    if not isinstance(data, MTLData):
-        raise TypeError(f"dataset loader for {name!r} returned {type(data).__name__}, not MTLData")
+    from .items import StreamedMTLData
+
+    if not isinstance(data, (MTLData, StreamedMTLData)):
+        raise TypeError(f"dataset loader for {name!r} returned {type(data).__name__}, not MTLData "
+                        "or StreamedMTLData")
     data.provenance.setdefault("profile", profile)
     data.provenance.setdefault("seed", seed)
     return data

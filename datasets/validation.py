@@ -49,6 +49,31 @@ def validate_mtl_data(data: MTLData) -> None:
     _check_extras(data, where)
 
 
+def validate_streamed(data, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The checks of :func:`validate_mtl_data` that need no inputs, for a
+    :class:`~.items.StreamedMTLData` whose first items have x shapes ``shapes`` per split: task
+    specs, labels (of splits that hold them in memory), groups and provenance."""
+    where = f"dataset {data.name!r}"
+    _check_tasks(data.tasks, where)
+    if shapes["train"] != shapes["test"]:
+        raise DatasetError(f"{where}: train items have x shape {shapes['train']} but test items "
+                           f"{shapes['test']}; train and test inputs must have the same shape")
+    for split in ("train", "test"):
+        if hasattr(getattr(data, split), "labels"):
+            y, m = data.labels(split)
+            for arr, label, dtype in ((y, f"y_{split}", np.float32), (m, f"m_{split}", np.bool_)):
+                if arr.shape != (len(getattr(data, split)), len(data.tasks)) or arr.dtype != dtype:
+                    raise DatasetError(
+                        f"{where}: {split}.labels() gives {label} of shape {arr.shape} and dtype "
+                        f"{arr.dtype}; expected ({len(getattr(data, split))}, {len(data.tasks)}) "
+                        f"{np.dtype(dtype).name}")
+            _check_targets(y, m, data.tasks, split, where)
+            if split == "train":
+                _check_labelled(m, data.tasks, where)
+    _check_groups(data.groups, len(data.tasks), where)
+    _check_provenance(data.provenance, where)
+
+
 def _check_tasks(tasks: list[TaskSpec], where: str) -> None:
     if len(tasks) == 0:
         raise DatasetError(f"{where}: tasks is empty; a dataset needs at least one TaskSpec")

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+import bench_images
 from bench_decision import decision_latency
 from bench_report import budget_rows, print_tables, scaling
 from bench_steps import METHODS, SIZES, stack_paths, step_overhead
@@ -62,7 +63,14 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
                      stack_paths=stack_paths(tasks, size, steps=10 if args.quick else 30),
                      ratio_previous_release=PREVIOUS_RATIO.get((tasks, size)))
             overhead.append(r)
+    images = None
+    if not args.no_images:
+        print("ResNet-18 trunk, 64x64 images: step ratio and images/s ...", flush=True)
+        images = bench_images.measure(argparse.Namespace(
+            device="cpu", amp="none", image_size=64, batch=64, steps=8 if args.quick else 16,
+            warm=2, events=2, regroup_every=args.regroup_every, workers=2, read_batches=10))
     return {
+        "images": images,
         "decisions": decisions,
         "replay": replay,
         "sizes": sizes,
@@ -108,7 +116,8 @@ def report(m: dict, args: argparse.Namespace) -> dict:
         "event_bytes": m["sizes"]["event_bytes"],
         "baseline_ratio": baselines,
         "scaling": scaling(m["overhead"], m["decisions"], m["history"], m["replay"]),
-        "budgets": budget_rows(steps, m["decisions"], m["replay"], m["sizes"]),
+        "images": m["images"],
+        "budgets": budget_rows(steps, m["decisions"], m["replay"], m["sizes"], m["images"]),
         "details": {
             **m,
             "torch_threads": torch.get_num_threads(),
@@ -130,12 +139,17 @@ def main() -> None:
         default=100,
         help="steps between grouping events, for the amortized event cost",
     )
+    parser.add_argument("--no-images", action="store_true",
+                        help="skip the ResNet-18 image step ratio (about 1-2 minutes on a CPU)")
     parser.add_argument("--out", default="results/bench.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="ss_bench_") as tmp:
         out = report(measure(args, Path(tmp)), args)
     print_tables(out)
+    if out["images"] is not None:
+        print()
+        bench_images.report(out["images"])
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=str))

@@ -85,8 +85,15 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def budget_rows(steps: list[dict], decisions: dict, replay: dict, sizes: dict) -> list[dict]:
+def budget_rows(steps: list[dict], decisions: dict, replay: dict, sizes: dict,
+                images: dict | None = None) -> list[dict]:
     rows = []
+    if images is not None:
+        rows.append({
+            "figure": f"ss/mtl step, resnet18 trunk {images['image_size']}px, {images['device']} "
+                      f"({images['ss_images_per_s']:.0f} images/s)",
+            "budget": images["budget"], "measured": images["ratio"],
+            "met": images["ratio"] <= images["budget"]})
     for r in steps:
         if r["tasks"] in (40, 139):
             limit = BUDGETS["ratio_T40"] if r["tasks"] == 40 else BUDGETS["ratio_T139"]

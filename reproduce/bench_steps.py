@@ -121,23 +121,27 @@ def bench_data(n_tasks: int) -> object:
 
 
 def _trainers(
-    n_tasks: int, size: str, root: Path, regroup_every: int, warmup: int, methods: tuple[str, ...]
+    n_tasks: int, size: str | None, root: Path, regroup_every: int, warmup: int,
+    methods: tuple[str, ...], data: object = None, overrides: dict | None = None,
 ) -> dict[str, Trainer]:
-    data = bench_data(n_tasks)
+    """One Trainer per method on the same data (default: :func:`bench_data`), kept from merging
+    (``min_silhouette=1``); ``overrides`` on top (e.g. an image model and device)."""
+    data = bench_data(n_tasks) if data is None else data
     overrides = {
-        **SIZES[size],
+        **(SIZES[size] if size else {}),
         "train.steps": 10**6,
         "batch_size": None,
         "warmup_steps": warmup,
         "regroup_every": regroup_every,
         "min_silhouette": 1.0,
         "n_groups": min(5, n_tasks),
+        **(overrides or {}),
     }
     out: dict[str, Trainer] = {}
     for method in methods:
         name, extra = VARIANTS.get(method, (method, {}))
         cfg = make_config(
-            "synthetic", name, overrides={**overrides, **extra}, out=str(root / method)
+            data.name, name, overrides={**overrides, **extra}, out=str(root / method)
         )
         recorder = None
         if method in ("tag", "cosine_groups"):
@@ -243,13 +247,21 @@ def step_overhead(
     forced after the measured steps (each after a few untimed steps) to get a median. Returns
     ``{tasks, estimator_params, mtl_step_s, <method>: {ratio, ratio_cpu, step_s, rare_s}}``.
     """
+    return interleaved(lambda tmp: _trainers(n_tasks, size, tmp, regroup_every,
+                                             warm + steps // 2, methods),
+                       steps=steps, warm=warm, regroup_every=regroup_every, n_events=n_events,
+                       summary=lambda times: _summary(n_tasks, size, times))
+
+
+def interleaved(make_trainers, *, steps: int, warm: int, regroup_every: int, n_events: int,
+                summary) -> dict[str, object]:
+    """Step the trainers ``make_trainers(tmp_dir)`` in turn, ``warm + steps`` times, timing the
+    last ``steps``; force ``n_events - 1`` more events; ``summary(times)`` and the file sizes."""
     flushes, events = _flush_timer(), _event_timer()
     try:
         with tempfile.TemporaryDirectory(prefix="ss_bench_") as tmp, _event_parts():
-            trainers = _trainers(
-                n_tasks, size, Path(tmp), regroup_every, warm + steps // 2, methods
-            )
-            times = {m: Timings() for m in methods}
+            trainers = make_trainers(Path(tmp))
+            times = {m: Timings() for m in trainers}
             for i in range(warm + steps):
                 for m, tr in trainers.items():
                     if i < warm:
@@ -273,7 +285,7 @@ def step_overhead(
     finally:
         GradientWindow._flush = GradientWindow._flush.__wrapped__  # type: ignore[attr-defined]
         SharingScheduler._event = SharingScheduler._event.__wrapped__  # type: ignore
-    return {**_summary(n_tasks, size, times), **files}
+    return {**summary(times), **files}
 
 
 def _more_events(ss: Trainer, t: Timings, regroup_every: int, n: int, flushes: list,
@@ -296,11 +308,11 @@ def _more_events(ss: Trainer, t: Timings, regroup_every: int, n: int, flushes: l
     t.period = regroup_every
 
 
-def _summary(n_tasks: int, size: str, times: dict[str, Timings]) -> dict[str, object]:
+def _summary(n_tasks: int, size: str | None, times: dict[str, Timings]) -> dict[str, object]:
     base, base_cpu = times["mtl"].amortized(), times["mtl"].amortized(cpu=True)
     out: dict[str, object] = {
         "tasks": n_tasks,
-        "estimator_params": model_params(size, n_tasks),
+        "estimator_params": model_params(size, n_tasks) if size else None,
         "mtl_step_s": base,
         "mtl_step_cpu_s": base_cpu,
         "n_steps": len(times["mtl"].wall),

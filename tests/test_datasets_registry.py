@@ -40,8 +40,16 @@ def _load(name: str, tmp_path, seed: int = 0) -> MTLData:
     return load_dataset(name, profile="quick", seed=seed, allow_substitute=True, **options)
 
 
+def _x(data, split: str) -> np.ndarray:
+    """The split's inputs: the array, or every item of a streamed split read and stacked."""
+    if data.streamed:
+        return data.inputs(split, range(len(getattr(data, split))))
+    return getattr(data, f"x_{split}")
+
+
 def _arrays(data: MTLData) -> list[np.ndarray]:
-    return [data.x_train, data.y_train, data.m_train, data.x_test, data.y_test, data.m_test]
+    return [_x(data, "train"), data.y_train, data.m_train, _x(data, "test"), data.y_test,
+            data.m_test]
 
 
 @pytest.mark.parametrize("name", list_datasets())
@@ -55,12 +63,12 @@ def test_loads_valid_and_consistent(name, tmp_path):
     assert json.loads(json.dumps(data.provenance)) == data.provenance
     n_tasks = data.n_tasks
     for x, y, m in (
-        (data.x_train, data.y_train, data.m_train),
-        (data.x_test, data.y_test, data.m_test),
+        (_x(data, "train"), data.y_train, data.m_train),
+        (_x(data, "test"), data.y_test, data.m_test),
     ):
         assert y.shape == m.shape == (x.shape[0], n_tasks)
         assert not np.isnan(y).any()
-    assert data.x_train.shape[1:] == data.x_test.shape[1:]
+    assert _x(data, "train").shape[1:] == _x(data, "test").shape[1:] == data.input_shape
     assert data.groups is None or data.groups.shape == (n_tasks,)
     assert isinstance(data.main_metric, str) and data.main_metric
     # Contract with core.metrics: one scalar maps predictions back to original units.

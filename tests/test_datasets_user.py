@@ -26,7 +26,12 @@ def test_celeba_fixture_round_trip(tmp_path):
     root = write_celeba_fixture(tmp_path / "celeba", n_images=12, seed=3)
     data = load_dataset("celeba", root=root, image_size=16)
     assert data.task_names == CELEBA_ATTRIBUTES and len(CELEBA_ATTRIBUTES) == 40
-    assert data.x_train.shape == (8, 3, 16, 16) and data.x_test.shape == (2, 3, 16, 16)
+    assert data.streamed and len(data.train) == 8 and len(data.test) == 2
+    assert data.inputs("train", range(8)).shape == (8, 3, 16, 16)
+    x, y, m = data.test[1]
+    assert x.shape == (3, 16, 16) and x.dtype == np.float32 and 0 <= x.min() <= x.max() <= 1
+    np.testing.assert_array_equal(y, data.y_test[1])
+    assert m.all() and m.shape == (40,)
     lines = (root / "list_attr_celeba.txt").read_text().splitlines()
     assert lines[0] == "12"
     expected = [[int(v) > 0 for v in line.split()[1:]] for line in lines[2:]]
@@ -43,14 +48,15 @@ def test_celeba_accepts_torchvision_parent_folder(tmp_path):
     data = load_dataset("celeba", data_root=tmp_path)  # <data root>/celeba
     assert data.n_tasks == 40
     nested = load_dataset("celeba", root=tmp_path)  # root/celeba, as torchvision has it
-    np.testing.assert_array_equal(nested.x_train, data.x_train)
+    index = range(len(data.train))
+    np.testing.assert_array_equal(nested.inputs("train", index), data.inputs("train", index))
 
 
 def test_celeba_cap_subsamples_with_seed(tmp_path):
     root = write_celeba_fixture(tmp_path / "c", n_images=30)
     a = load_dataset("celeba", root=root, max_train=5, seed=0)
     b = load_dataset("celeba", root=root, max_train=5, seed=1)
-    assert a.x_train.shape[0] == b.x_train.shape[0] == 5
+    assert len(a.train) == len(b.train) == 5
     assert not np.array_equal(a.y_train, b.y_train)
 
 
@@ -71,7 +77,8 @@ def test_omniart_infers_types_and_missing_labels(tmp_path):
     }
     m = np.concatenate([data.m_train, data.m_test])
     assert m.sum(axis=0).tolist() == [12, 11, 11, 11]
-    assert data.x_train.shape[0] + data.x_test.shape[0] == 12 and data.x_test.shape[0] == 2
+    assert len(data.train) + len(data.test) == 12 and len(data.test) == 2
+    assert data.test[0][0].shape == (3, 8, 8)
     assert data.extras["class_names"]["artist"] == ["Claude Monet", "Hokusai", "Rembrandt van Rijn"]
 
 
@@ -84,7 +91,7 @@ def test_omniart_regression_maps_back_to_years(tmp_path):
     lines = (root / "attributes.csv").read_text().splitlines()[1:]
     expected = [float(r.split(",")[2]) for r in lines if r.endswith("test") and r.split(",")[2]]
     np.testing.assert_allclose(years, expected, rtol=1e-6)
-    assert data.x_test.shape[0] == 3  # rows 3, 7, 11 of the split column
+    assert len(data.test) == 3  # rows 3, 7, 11 of the split column
 
 
 def test_omniart_tasks_json_overrides(tmp_path):

@@ -1,0 +1,120 @@
+"""Which samples each training step reads, and the DataLoaders of streamed data.
+
+One rule decides the batch of every step, for in-memory and streamed data alike
+(:func:`batch_indices`): epoch ``e`` visits the samples in the order of a permutation seeded by
+``(seed, e)``, ``batch_size`` at a time, the last incomplete batch dropped; no batch size (or
+one at least the data's size) is full-batch. Step ``s``'s batch is a function of ``s`` alone,
+so the sampler's position *is* the step count: a checkpoint holds it, and a run resumed
+mid-epoch reads exactly the batches the uninterrupted run read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+def batch_indices(n: int, batch_size: int | None, seed: int, step: int,
+                  _cache: dict | None = None) -> np.ndarray:
+    """Sample indices of training step ``step`` (0-based) over ``n`` samples."""
+    if batch_size is None or batch_size >= n:
+        return np.arange(n)
+    per_epoch = n // batch_size
+    epoch, k = divmod(step, per_epoch)
+    if _cache is not None and _cache.get("epoch") == epoch:
+        order = _cache["order"]
+    else:
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        if _cache is not None:
+            _cache.update(epoch=epoch, order=order)
+    return order[k * batch_size:(k + 1) * batch_size]
+
+
+class StepBatchSampler(Sampler):
+    """Batches of steps ``position, position + 1, ..., stop - 1`` by :func:`batch_indices`.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    batch_size : int or None
+        None: full batch.
+    seed : int
+    stop : int
+        The step after the last (the run's length).
+    position : int
+        The first step to yield (a resumed run's step count).
+    """
+
+    def __init__(self, n: int, batch_size: int | None, seed: int, stop: int, position: int = 0):
+        self.n, self.batch_size, self.seed, self.stop = n, batch_size, seed, stop
+        self.position = position
+        self._cache: dict = {}
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while self.position < self.stop:
+            idx = batch_indices(self.n, self.batch_size, self.seed, self.position, self._cache)
+            self.position += 1
+            yield idx.tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.position)
+
+    def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
+        """``position``: the next step to read, ``consumed`` when given (a DataLoader with
+        workers draws batches ahead of the loop, so the loop's step count is the position a
+        checkpoint must hold); ``n``, ``batch_size`` and ``seed`` identify the order, so a
+        resume on other data or settings is refused instead of reading other batches."""
+        return {"n": self.n, "batch_size": self.batch_size, "seed": self.seed,
+                "position": self.position if consumed is None else consumed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("n", "batch_size", "seed"):
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"the checkpoint's sampler has {key}={state[key]!r} but this run has "
+                    f"{getattr(self, key)!r}: resume with the data and settings the run started "
+                    "with (a different dataset size, batch size or seed reads other batches)")
+        self.position = int(state["position"])
+
+
+def _loader_kwargs(num_workers: int, device: torch.device) -> dict[str, Any]:
+    kw: dict[str, Any] = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+    if num_workers > 0:
+        kw["prefetch_factor"] = 4
+    return kw
+
+
+def train_loader(items: Any, sampler: StepBatchSampler, num_workers: int,
+                 device: torch.device) -> DataLoader:
+    """A DataLoader that reads ``items`` in the sampler's batches, ``num_workers`` at a time."""
+    return DataLoader(items, batch_sampler=sampler, **_loader_kwargs(num_workers, device))
+
+
+def eval_loader(items: Any, batch_size: int, num_workers: int,
+                device: torch.device) -> DataLoader:
+    """A DataLoader over ``items`` in order (test predictions, probes)."""
+    return DataLoader(items, batch_size=batch_size, shuffle=False,
+                      **_loader_kwargs(num_workers, device))
+
+
+@torch.no_grad()
+def predict_items(model: Any, items: Any, batch_size: int, num_workers: int = 0) -> np.ndarray:
+    """Every task's output on every item of a streamed split, (N, n_tasks, O), in eval mode, on
+    the model's device, ``batch_size`` items at a time."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        out = [model(x.to(device, non_blocking=True)).float().cpu().numpy()
+               for x, _, _ in eval_loader(items, batch_size, num_workers, device)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(out)
+
+
+__all__ = ["StepBatchSampler", "batch_indices", "eval_loader", "predict_items", "train_loader"]
