@@ -216,9 +216,10 @@ class RunConfig:
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     # how make_config built it: the profile whose defaults it starts from (a dataset name,
-    # "generic_vector" or "generic_image") and the overrides applied on top
+    # "generic_vector" or "generic_image"), recorded in the manifest; and the overrides applied
+    # on top, kept in memory only (train() re-applies them over the image defaults)
     defaults_from: str = ""
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
@@ -238,7 +239,10 @@ class RunConfig:
         return self.method.startswith("ss_")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field but ``overrides`` (their effect is in the sections), for manifests."""
+        out = dataclasses.asdict(self)
+        del out["overrides"]
+        return out
 
 
 def _coerce(text: str) -> Any:

@@ -35,11 +35,11 @@ def pairwise_rank_loss(score: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor
     t_sorted = t_idx[order]
     counts = torch.bincount(t_sorted, minlength=n_tasks)
     starts = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(t_sorted.numel()) - starts[t_sorted]
+    pos = torch.arange(t_sorted.numel(), device=t_idx.device) - starts[t_sorted]
     width = int(counts.max())
-    s = torch.zeros(n_tasks, width, dtype=score.dtype)
-    r = torch.zeros(n_tasks, width, dtype=y.dtype)
-    valid = torch.zeros(n_tasks, width, dtype=torch.bool)
+    s = score.new_zeros(n_tasks, width)
+    r = y.new_zeros(n_tasks, width)
+    valid = torch.zeros(n_tasks, width, dtype=torch.bool, device=score.device)
     s = s.index_put((t_sorted, pos), score[order])
     r = r.index_put((t_sorted, pos), y[order])
     valid = valid.index_put((t_sorted, pos), torch.ones_like(pos, dtype=torch.bool))

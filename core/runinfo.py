@@ -110,8 +110,7 @@ def new_manifest(config: RunConfig, data: Any, threads: int, model: Any = None,
         "task_names": data.task_names, "task_types": [t.type for t in data.tasks],
         "true_groups": groups, "main_metric": data.main_metric,
         **versions_and_revision(), "threads": threads, "trained_by": "train",
-        "device": str(device), "defaults": {"from": config.defaults_from,
-                                            "summary": describe_defaults(config, device)},
+        "device": str(device), "defaults": config.defaults_from,
         "streamed": bool(getattr(data, "streamed", False)),
         "input_shape": list(data.input_shape), "n_outputs": [t.n_outputs for t in data.tasks],
         "user_model": None if model is None else describe(model),
@@ -183,7 +182,7 @@ def saliency(model: Any, x: torch.Tensor, n_tasks: int) -> np.ndarray:
     maps = []
     for t in range(n_tasks):
         xi = x.clone().requires_grad_(True)
-        b_idx = torch.arange(x.shape[0])
+        b_idx = torch.arange(x.shape[0], device=x.device)
         out = model.forward_entries(xi, b_idx, torch.full_like(b_idx, t))
         (grad,) = torch.autograd.grad(out.max(dim=1).values.sum(), xi)
         maps.append(grad.abs().amax(dim=1))

@@ -80,15 +80,17 @@ def test_train_with_absent_device_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_manifest_records_the_resolved_device_and_defaults(tmp_path):
+def test_manifest_records_the_resolved_device_and_defaults(tmp_path, capsys):
     config = make_config("synthetic", overrides={"train.steps": 45, "warmup_steps": 40},
                          out=str(tmp_path / "run"))
-    run = train(config, progress=False)
+    run = train(config, progress=True)
+    printed = capsys.readouterr().err
+    assert ("synthetic/ss_similarity/seed0: the 'synthetic' profile (quick): 45 steps, full "
+            f"batch, lr 0.01, built-in trunk; device {resolve_device('auto')}, amp none") in printed
     manifest = store.read_manifest(run)
     assert manifest["device"] == str(resolve_device("auto"))
     assert manifest["config"]["train"]["device"] == "auto"
-    assert manifest["defaults"]["from"] == "synthetic"
-    assert "45 steps, full batch" in manifest["defaults"]["summary"]
+    assert manifest["defaults"] == manifest["config"]["defaults_from"] == "synthetic"
 
 
 def _event(run: Path) -> xr.Dataset:

@@ -122,7 +122,7 @@ def test_from_datasets_with_a_torch_dataset_and_image_defaults(tmp_path):
     assert config.train.batch_size is None  # built without knowing the data: vector defaults
     run = train(config, data=data, progress=False)
     manifest = store.read_manifest(run)
-    assert manifest["defaults"]["from"] == "generic_image"
+    assert manifest["defaults"] == "generic_image"
     assert manifest["config"]["train"]["batch_size"] == 64  # image defaults, overrides kept
     assert manifest["config"]["train"]["steps"] == 12
     assert manifest["dataset"]["variant"] == "user"
@@ -143,7 +143,7 @@ def test_image_arrays_without_a_profile_get_image_defaults(tmp_path):
                          out=str(tmp_path / "run"))
     run = train(config, data=data, progress=False)
     manifest = store.read_manifest(run)
-    assert manifest["defaults"]["from"] == "generic_image"
+    assert manifest["defaults"] == "generic_image"
     assert manifest["config"]["train"]["batch_size"] == 16  # the user's override wins
     assert manifest["config"]["train"]["lr"] == 2e-3
 
