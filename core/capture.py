@@ -131,9 +131,16 @@ class GradientWindow:
         self.bins[:, self.bin] += proj
         self.acc.zero_()
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """Close the window: (summed (E, R, C) float32, bins (E, n_bins, sketch_dim) float32)."""
+    def finish(self, reduce: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Close the window: (summed (E, R, C) float32, bins (E, n_bins, sketch_dim) float32).
+
+        ``reduce``: applied in place to the summed window and to the bins on the device before
+        they go to the host (data-parallel ranks average their windows here, once per event).
+        """
         self._flush()
+        if reduce is not None:
+            reduce(self.summed)
+            reduce(self.bins)
         return (self.summed.cpu().numpy().astype(np.float32, copy=True),
                 self.bins.cpu().numpy().astype(np.float32, copy=True))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -90,4 +91,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_dir = train(config, resume=args.resume, progress=not args.no_progress)
     except DeviceError as err:  # raised before any training or writing
         sys.exit(f"error: {err}")
-    print(summarize(str(run_dir)))
+    if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun of several processes
+        print(summarize(str(run_dir)))

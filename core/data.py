@@ -35,7 +35,8 @@ def batch_indices(n: int, batch_size: int | None, seed: int, step: int,
 
 
 class StepBatchSampler(Sampler):
-    """Batches of steps ``position, position + 1, ..., stop - 1`` by :func:`batch_indices`.
+    """Batches of steps ``position, position + 1, ..., stop - 1`` by :func:`batch_indices`;
+    with ``world > 1`` (data-parallel ranks), rank ``rank``'s share of each: ``idx[rank::world]``.
 
     Parameters
     ----------
@@ -48,16 +49,23 @@ class StepBatchSampler(Sampler):
         The step after the last (the run's length).
     position : int
         The first step to yield (a resumed run's step count).
+    rank, world : int
+        This process's rank and the number of ranks sharing each global batch.
     """
 
-    def __init__(self, n: int, batch_size: int | None, seed: int, stop: int, position: int = 0):
+    def __init__(self, n: int, batch_size: int | None, seed: int, stop: int, position: int = 0,
+                 rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.seed, self.stop = n, batch_size, seed, stop
-        self.position = position
+        self.position, self.rank, self.world = position, rank, world
         self._cache: dict = {}
+
+    def global_batch(self, step: int) -> np.ndarray:
+        """Every rank's indices of step ``step``."""
+        return batch_indices(self.n, self.batch_size, self.seed, step, self._cache)
 
     def __iter__(self) -> Iterator[list[int]]:
         while self.position < self.stop:
-            idx = batch_indices(self.n, self.batch_size, self.seed, self.position, self._cache)
+            idx = self.global_batch(self.position)[self.rank::self.world]
             self.position += 1
             yield idx.tolist()
 
@@ -70,9 +78,15 @@ class StepBatchSampler(Sampler):
         checkpoint must hold); ``n``, ``batch_size`` and ``seed`` identify the order, so a
         resume on other data or settings is refused instead of reading other batches."""
         return {"n": self.n, "batch_size": self.batch_size, "seed": self.seed,
-                "position": self.position if consumed is None else consumed}
+                "world": self.world, "position": self.position if consumed is None else consumed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("world", 1) != self.world:
+            raise ValueError(
+                f"the checkpoint was written by a run of {state.get('world', 1)} process(es) but "
+                f"this one has {self.world}: resume with the same number of processes "
+                f"(torchrun --nproc_per_node={state.get('world', 1)}), so that every rank reads "
+                "the batches it read before")
         for key in ("n", "batch_size", "seed"):
             if state[key] != getattr(self, key):
                 raise ValueError(

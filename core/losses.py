@@ -17,11 +17,15 @@ import torch.nn.functional as F
 TYPE_CODES = {"regression": 0, "binary": 1, "multiclass": 2, "rank": 3}
 
 
-def _per_task_mean(values: torch.Tensor, t_idx: torch.Tensor, n_tasks: int) -> torch.Tensor:
+def _per_task_mean(values: torch.Tensor, t_idx: torch.Tensor, n_tasks: int,
+                   counts: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-task sum of ``values`` over the task's count here, or over ``counts`` (a larger
+    batch's counts, of which these entries are a share: data-parallel ranks)."""
     zeros = values.new_zeros(n_tasks)
     total = zeros.index_add(0, t_idx, values)
-    count = zeros.index_add(0, t_idx, torch.ones_like(values))
-    return total / count.clamp_min(1.0)
+    if counts is None:
+        counts = zeros.index_add(0, t_idx, torch.ones_like(values))
+    return total / counts.to(values.dtype).clamp_min(1.0)
 
 
 def pairwise_rank_loss(score: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
@@ -50,8 +54,8 @@ def pairwise_rank_loss(score: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor
 
 
 def entry_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
-                 task_codes: torch.Tensor, n_classes: torch.Tensor, rank_mse_weight: float
-                 ) -> torch.Tensor:
+                 task_codes: torch.Tensor, n_classes: torch.Tensor, rank_mse_weight: float,
+                 counts: torch.Tensor | None = None) -> torch.Tensor:
     """Per-task mean loss from the labelled entries only, shape (n_tasks,); 0 for tasks without
     labelled entries. :func:`task_losses` is the same on whole ``(B, T)`` batches.
 
@@ -62,6 +66,11 @@ def entry_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
     t_idx : (N,) task of each entry.
     task_codes : (n_tasks,) ``TYPE_CODES`` of each task.
     n_classes : (n_tasks,) classes of each task (1 for non-multiclass).
+    counts : (n_tasks,), optional
+        Divide each task's summed loss by these counts instead of its entries here: the
+        entries of a global batch's task in the whole batch, when a data-parallel rank holds a
+        share of it (the ranks' losses then add up to the global batch's). The pairwise term of
+        ``rank`` tasks is over the pairs within these entries only.
     """
     n_tasks = task_codes.numel()
     code = task_codes[t_idx]
@@ -84,7 +93,7 @@ def entry_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
     rank = code == TYPE_CODES["rank"]
     if rank.any():
         elem = torch.where(rank, rank_mse_weight * (pred[:, 0] - y) ** 2, elem)
-    losses = _per_task_mean(elem, t_idx, n_tasks)
+    losses = _per_task_mean(elem, t_idx, n_tasks, counts)
     if rank.any():
         idx = rank.nonzero()[:, 0]
         losses = losses + pairwise_rank_loss(pred[idx, 0], y[idx], t_idx[idx], n_tasks)

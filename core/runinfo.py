@@ -97,10 +97,11 @@ def describe_defaults(config: RunConfig, device: Any) -> str:
 
 
 def new_manifest(config: RunConfig, data: Any, threads: int, model: Any = None,
-                 device: Any = "cpu") -> dict[str, Any]:
+                 device: Any = "cpu", dist: Any = None) -> dict[str, Any]:
     """A new run's manifest. ``model``: the user's BranchedModel, if the run trains one
     (recorded as ``user_model``; None: the built-in model of ``config.model``). ``device``: the
-    resolved training device (``train.device`` may say ``auto``)."""
+    resolved training device (``train.device`` may say ``auto``); ``dist``: the
+    :class:`~.distributed.DistInfo` of a data-parallel run (world size and backend)."""
     from .branched import describe
 
     groups = None if data.groups is None else [int(g) for g in data.groups]
@@ -111,6 +112,8 @@ def new_manifest(config: RunConfig, data: Any, threads: int, model: Any = None,
         "true_groups": groups, "main_metric": data.main_metric,
         **versions_and_revision(), "threads": threads, "trained_by": "train",
         "device": str(device), "defaults": config.defaults_from,
+        "world_size": 1 if dist is None else dist.world,
+        "backend": None if dist is None else dist.backend,
         "streamed": bool(getattr(data, "streamed", False)),
         "input_shape": list(data.input_shape), "n_outputs": [t.n_outputs for t in data.tasks],
         "user_model": None if model is None else describe(model),

@@ -59,14 +59,19 @@ class RunLockedError(RuntimeError):
     """Another live process is writing this run directory."""
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (killed, not yet reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): existence is all we can tell
+        return True
 
 
 def _not_writable(err: OSError, path: Path) -> OSError:
@@ -108,7 +113,7 @@ class RunLock:
         deadline = time.monotonic() + timeout
         while True:
             pid = self._holder()
-            if (pid and _alive(pid)) or time.monotonic() > deadline:
+            if (pid and alive(pid)) or time.monotonic() > deadline:
                 return pid
             time.sleep(0.005)
 
@@ -165,7 +170,7 @@ class RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             pid = self._holder()
-            if pid and _alive(pid):
+            if pid and alive(pid):
                 raise self._locked_error(pid) from None
             tmp = self.path.with_name(f".run.lock.tmp-{me}")
             tmp.write_text(str(me))

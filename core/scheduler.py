@@ -29,6 +29,7 @@ import torch
 from . import store
 from .capture import GradientWindow
 from .config import RunConfig, make_config
+from .distributed import average_, broadcast, current
 from .grouping import EventResult, grouping_event
 from .merge import merge_estimators
 
@@ -98,6 +99,13 @@ class SharingScheduler:
 
     The window lives on the device of the signal parameter; the host sees it once per event.
 
+    In a data-parallel loop (``torch.distributed`` initialized, the model in
+    ``DistributedDataParallel``), give every rank a scheduler: each captures its local gradient;
+    at an event the windows are averaged across ranks once, rank 0 decides and broadcasts the
+    result, and every rank applies the same merge. Only rank 0 writes ``run_dir``. A merge
+    replaces estimator parameters, so wrap the model in a new ``DistributedDataParallel`` after
+    every step that returns a result.
+
     Attributes
     ----------
     step_count : int
@@ -118,7 +126,9 @@ class SharingScheduler:
         self._scale: float | None = None  # the loss scale the next backward uses (fp16)
         self.config = resolve_config(config)
         self.total_steps = total_steps
-        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.dist = current()
+        # only rank 0 writes the run store
+        self.run_dir = None if run_dir is None or not self.dist.is_main else Path(run_dir)
         self.step_count, self.n_events = 0, 0
         self.assignment = model.assignment.detach().cpu().numpy().astype(np.int64)
         n_tasks = self.assignment.size
@@ -214,11 +224,19 @@ class SharingScheduler:
         return self._event()
 
     def _event(self) -> EventResult:
-        cfg = self.config
-        summed, bins = self.window.finish()
+        cfg, info = self.config, self.dist
+        summed, bins = self.window.finish(reduce=lambda t: average_(t, info))
         before = self.model.count_parameters()[0]
-        result = grouping_event(summed, self.assignment, self.streak, cfg.grouping)
-        scores = np.array([self.window_loss[self.assignment == e].mean()
+        result = None
+        if info.is_main:  # the pure decision, once; every rank applies it
+            result = grouping_event(summed, self.assignment, self.streak, cfg.grouping)
+        result = broadcast(result, info)
+        window_loss = self.window_loss
+        if info.active:
+            loss = torch.as_tensor(window_loss, dtype=torch.float64,
+                                   device=self.window.summed.device)
+            window_loss = average_(loss, info).cpu().numpy()
+        scores = np.array([window_loss[self.assignment == e].mean()
                            for e in range(self.model.n_entities)])
         if cfg.sharing.merge == "best" and not self._losses_seen:
             raise RuntimeError("merge='best' keeps the member with the lowest windowed loss: "

@@ -4,6 +4,7 @@ and the run store. ``python -m selective_sharing.core.train --help`` for the com
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import time
@@ -22,8 +23,22 @@ from .branched import BranchedModel
 from .capture import entity_grad_norms
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import RunConfig
-from .data import StepBatchSampler, batch_indices, train_loader
+from .data import StepBatchSampler, train_loader
 from .devices import Precision, device_rng_state, resolve_device, set_device_rng_state
+from .distributed import (
+    DistInfo,
+    agree,
+    barrier,
+    broadcast,
+    current,
+    failure_message,
+    init_from_env,
+    launched,
+    peers,
+    rank_device,
+    sum_,
+    terminate_raises,
+)
 from .grouping import EventResult
 from .losses import entry_losses, task_codes
 from .model import build_model
@@ -56,6 +71,11 @@ class Trainer:
     indexed there; streamed data (``StreamedMTLData``) is read through a ``DataLoader`` with
     ``train.num_workers`` workers and a :class:`~.data.StepBatchSampler` whose position is the
     step count (saved in the checkpoint).
+
+    In a data-parallel run (``torch.distributed`` initialized, e.g. by ``torchrun``), each rank
+    takes its share of every global batch, the model runs in ``DistributedDataParallel``
+    (rebuilt after every merge), each task's loss is divided by its count in the global batch,
+    and only rank 0 writes the store.
     """
 
     def __init__(self, config: RunConfig, data: Any, callbacks: Sequence[Any] = (),
@@ -64,7 +84,8 @@ class Trainer:
         self.cfg, self.data, self.callbacks = config, data, list(callbacks)
         self.recorder = recorder
         self.paths = store.RunPaths(Path(config.out))
-        self.device = resolve_device(config.train.device)
+        self.dist = current()
+        self.device = rank_device(resolve_device(config.train.device), self.dist)
         self.precision = Precision(config.train.amp, self.device)
         torch.manual_seed(config.seed)
         if self.device.type == "cuda":
@@ -85,6 +106,8 @@ class Trainer:
         self.sharing = SharingScheduler(self.model, self.opt, config, run_dir=run_dir,
                                         total_steps=config.train.steps, resume=True,
                                         scaler=self.precision.scaler)
+        self.net: Any = None  # the model in DistributedDataParallel, in a data-parallel run
+        self._wrap()
         self.codes, self.n_classes = (t.to(self.device) for t in task_codes(tasks))
         self.streamed = bool(getattr(data, "streamed", False))
         self._batches: Any = None  # the streamed data's DataLoader iterator, made in fit()
@@ -94,7 +117,8 @@ class Trainer:
             self.x, self.y, self.m = (torch.as_tensor(a).to(self.device)
                                       for a in (data.x_train, data.y_train, data.m_train))
             self.n_train = int(self.x.shape[0])
-        self._order_cache: dict = {}
+        self._counts: torch.Tensor | None = None  # each task's entries in the global batch
+        self._batch_rule = self.sampler()
         self.step = 0
         self.hist: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "lr": [],
                                       "assignment": []}
@@ -110,15 +134,38 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------
     def sampler(self, position: int = 0) -> StepBatchSampler:
-        """The batches of steps ``position..train.steps`` (one rule for both data paths)."""
+        """The batches of steps ``position..train.steps`` (one rule for both data paths), this
+        rank's share of them."""
         return StepBatchSampler(self.n_train, self.cfg.train.batch_size, self.cfg.seed,
-                                self.cfg.train.steps, position)
+                                self.cfg.train.steps, position, self.dist.rank, self.dist.world)
+
+    def _wrap(self) -> None:
+        """(Re)build the DistributedDataParallel wrapper: at the start and after every merge,
+        which replaces estimator parameters (the old wrapper's hooks go with it)."""
+        if not self.dist.active:
+            return
+        import gc
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.net = None
+        gc.collect()  # the old reducer removes its autograd hooks when it is destroyed
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # a rank's share of a batch may lack a task, whose estimator then takes no part in the
+        # step, unless every sample is labelled for every task
+        every = bool(np.all(self.data.m_train))
+        self.net = DistributedDataParallel(_Entries(self.model), device_ids=ids,
+                                           find_unused_parameters=not every)
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.dist.active:  # each task's count in the global batch normalizes its loss
+            idx = self._batch_rule.global_batch(self.step)
+            m = self.data.m_train if self.streamed else None
+            self._counts = (torch.as_tensor(m[idx].sum(0)).to(self.device) if self.streamed
+                            else self.m[torch.as_tensor(idx).to(self.device)].sum(0))
         if not self.streamed:
-            idx = torch.as_tensor(batch_indices(self.n_train, self.cfg.train.batch_size,
-                                                self.cfg.seed, self.step, self._order_cache))
-            idx = idx.to(self.device)
+            idx = self._batch_rule.global_batch(self.step)[self.dist.rank::self.dist.world]
+            idx = torch.as_tensor(idx).to(self.device)
             return self.x[idx], self.y[idx], self.m[idx]
         if self._batches is None:  # starts at this step: a resumed run continues mid-epoch
             self._batches = iter(train_loader(self.data.train, self.sampler(self.step),
@@ -137,11 +184,14 @@ class Trainer:
         if self.recorder is not None:
             self.recorder(self, x, y[b_idx, t_idx], b_idx, t_idx)
         with self.precision.autocast():  # the forward pass; the loss in fp32, from fp32 targets
-            pred = self.model.forward_entries(x, b_idx, t_idx)
+            forward = self.model.forward_entries if self.net is None else self.net
+            pred = forward(x, b_idx, t_idx)
         losses = entry_losses(pred.float(), y[b_idx, t_idx], t_idx, self.codes, self.n_classes,
-                              self.cfg.train.rank_mse_weight)
-        total = losses.sum()
-        if not torch.isfinite(total):
+                              self.cfg.train.rank_mse_weight, counts=self._counts)
+        total = losses.sum() * self.dist.world  # DDP averages the ranks' gradients
+        if self.dist.active:  # the whole global batch's per-task losses, on every rank
+            losses = sum_(losses.detach().clone(), self.dist)
+        if not torch.isfinite(losses.sum()):
             bad = int(torch.nonzero(~torch.isfinite(losses))[0, 0])
             raise TrainingError(f"non-finite loss at step {self.step} for task "
                                 f"{self.data.task_names[bad]!r} (loss={losses[bad].item()}); "
@@ -150,7 +200,8 @@ class Trainer:
         self.precision.backward(total)  # the scheduler's hook adds the signal into its window
         self.counters["backward_passes"] += 1
         self.counters["forward_passes"] += 1
-        has = (torch.bincount(t_idx, minlength=self.n_tasks) > 0).cpu().numpy()
+        has = ((torch.bincount(t_idx, minlength=self.n_tasks) if self._counts is None
+                else self._counts) > 0).cpu().numpy()
         loss_np = np.where(has, losses.detach().cpu().numpy(), np.nan)
         if self.precision.scaler is not None:
             self.precision.scaler.unscale_(self.opt)  # the history records true gradient norms
@@ -161,7 +212,10 @@ class Trainer:
                          ("assignment", self.assignment.copy())):
             self.hist[key].append(val)
         self.step += 1
-        return self.sharing.step(loss_np)
+        result = self.sharing.step(loss_np)
+        if result is not None:
+            self._wrap()
+        return result
 
     # -- persistence --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -184,11 +238,14 @@ class Trainer:
         torch.set_rng_state(st["torch_rng"])
         set_device_rng_state(self.device, st.get("device_rng"))
         self.precision.load_state_dict(st.get("precision", {}))
-        if "sampler" in st:  # refuses other data, batch size or seed
+        if "sampler" in st:  # refuses other data, batch size, seed or process count
             self.sampler().load_state_dict(st["sampler"])
         self._batches = None
+        self._wrap()  # the stacks may have been resized to the merged count
 
     def save(self) -> None:
+        if not self.dist.is_main:  # rank 0 writes the store and the checkpoint
+            return
         self.write_history()
         save_checkpoint(self.paths.checkpoint, self.state_dict())
 
@@ -230,6 +287,17 @@ class Trainer:
                 for cb in self.callbacks:  # after the checkpoint: a callback may end it
                     getattr(cb, "on_event", lambda *a: None)(self, result)
                 bar.set_postfix(groups=self.model.n_entities)
+
+
+class _Entries(torch.nn.Module):
+    """``forward`` = the model's ``forward_entries``: what DistributedDataParallel wraps."""
+
+    def __init__(self, model: BranchedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, b_idx: torch.Tensor, t_idx: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_entries(x, b_idx, t_idx)
 
 
 def _start_user_model(model: Any, data: Any, start: np.ndarray, method: str) -> None:
@@ -281,53 +349,112 @@ def train(config: RunConfig, *, data: Any = None, model: BranchedModel | None = 
     -----
     Process state that training changes (torch's thread count and global RNG) is restored when
     the call returns, so runs in one process do not influence each other.
-    """
-    from .runinfo import describe_defaults, load_data, prepare_run_dir
 
+    Started by ``torchrun --nproc_per_node=N`` (or in processes of an initialized
+    ``torch.distributed`` group), every process trains one share of each global batch in
+    ``DistributedDataParallel`` and rank 0 alone writes the store (see
+    :mod:`~selective_sharing.core.distributed`); the manifest records the world size, and a
+    resume needs the same one.
+    """
     device = resolve_device(config.train.device)  # an absent device fails before anything
+    joins = launched() and not current().active  # started by torchrun: join its process group
+    info = init_from_env(device) if joins else current()
+    try:
+        return _train(config, data, model, resume, progress, callbacks,
+                      rank_device(device, info), info)
+    finally:
+        if joins:
+            torch.distributed.destroy_process_group()
+
+
+def _train(config: RunConfig, data: Any, model: BranchedModel | None, resume: bool,
+           progress: bool, callbacks: Sequence[Any], device: torch.device, info: DistInfo
+           ) -> Path:
+    from .runinfo import describe_defaults, load_data
+
     data = load_data(config, data)
     config = _defaults_for(config, data)
-    if progress:
+    if progress and info.is_main:
+        world = f" x {info.world} processes ({info.backend})" if info.active else ""
         print(f"{config.data.name}/{config.method}/seed{config.seed}: "
-              f"{describe_defaults(config, device)}", file=sys.stderr)
+              f"{describe_defaults(config, device)}{world}", file=sys.stderr)
     run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     threads_before = torch.get_num_threads()
-    with RunLock(run_dir), torch.random.fork_rng(devices=[]):
-        if prepare_run_dir(run_dir, resume) == "complete":
+    with contextlib.ExitStack() as held, torch.random.fork_rng(devices=[]):
+        # rank 0 locks and opens the store; the others learn the outcome (or its error)
+        status, threads = agree(info, lambda: _open_run(config, data, model, resume, device,
+                                                        info, held))
+        if status == "complete":
             return run_dir  # --resume of a finished run: nothing to do
-        threads = _run_threads(config, run_dir, resume)
-        if resume:  # we hold the lock: temp files here are torn writes of killed writers
-            store.remove_stale_temp_files(run_dir)
-            _check_resume_device(run_dir, device)
-            store.update_manifest(run_dir, status="running", error=None)
-        else:
-            store.write_manifest(run_dir, new_manifest(config, data, threads, model, device))
+        peer_list = peers(info)
         try:
             torch.set_num_threads(threads)
-            partition, phase = _baseline_partition(config, data, run_dir, progress, model)
-            trainer = Trainer(config, data, callbacks, assignment=partition, model=model,
-                              run_dir=run_dir)
-            if resume and trainer.paths.checkpoint.exists():
-                trainer.load_state_dict(load_checkpoint(trainer.paths.checkpoint))
-            else:  # a new run, or one killed before its first checkpoint: train from step 0
-                trainer.counters.update(phase)
-            try:
-                trainer.fit(progress)
-                write_activations(trainer, "final")
-                finish_run(trainer)
-            finally:  # a user's model keeps no hook of this run
-                trainer.sharing.close()
+            with terminate_raises(info):
+                _fit_run(config, data, model, resume, progress, callbacks, run_dir, info)
         except BaseException as err:
-            try:
-                store.update_manifest(run_dir, status="failed",
-                                      error=f"{type(err).__name__}: {err}")
-            except Exception as note:  # e.g. the disk is full: keep the original error on top
-                err.add_note(f"(could not mark {run_dir} as failed either: {note})")
+            if info.is_main:
+                message = (failure_message(err, info, peer_list) if info.active
+                           else f"{type(err).__name__}: {err}")
+                try:
+                    store.update_manifest(run_dir, status="failed", error=message)
+                except Exception as note:  # e.g. the disk is full: keep the original error on top
+                    err.add_note(f"(could not mark {run_dir} as failed either: {note})")
             raise
         finally:
             torch.set_num_threads(threads_before)
     return run_dir
+
+
+def _open_run(config: RunConfig, data: Any, model: BranchedModel | None, resume: bool,
+              device: torch.device, info: DistInfo, held: contextlib.ExitStack
+              ) -> tuple[str | None, int]:
+    """Rank 0: lock the run directory (until ``held`` closes), check it suits the call, write or
+    reopen the manifest. Returns the status of the run found and the thread count to use."""
+    from .runinfo import prepare_run_dir
+
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held.enter_context(RunLock(run_dir))
+    status = prepare_run_dir(run_dir, resume)
+    if status == "complete":
+        return status, torch.get_num_threads()
+    threads = _run_threads(config, run_dir, resume)
+    if resume:  # we hold the lock: temp files here are torn writes of killed writers
+        _check_resume_world(run_dir, info)
+        store.remove_stale_temp_files(run_dir)
+        _check_resume_device(run_dir, device)
+        store.update_manifest(run_dir, status="running", error=None)
+    else:
+        store.write_manifest(run_dir, new_manifest(config, data, threads, model, device, info))
+    return status, threads
+
+
+def _fit_run(config: RunConfig, data: Any, model: BranchedModel | None, resume: bool,
+             progress: bool, callbacks: Sequence[Any], run_dir: Path, info: DistInfo) -> None:
+    partition, phase = _baseline_partition(config, data, run_dir, progress, model)
+    trainer = Trainer(config, data, callbacks, assignment=partition, model=model,
+                      run_dir=run_dir)
+    if resume and trainer.paths.checkpoint.exists():
+        trainer.load_state_dict(load_checkpoint(trainer.paths.checkpoint))
+    else:  # a new run, or one killed before its first checkpoint: train from step 0
+        trainer.counters.update(phase)
+    try:
+        trainer.fit(progress and info.is_main)
+        if info.is_main:  # rank 0 evaluates and writes; the others wait for it
+            write_activations(trainer, "final")
+            finish_run(trainer)
+        barrier(info)
+    finally:  # a user's model keeps no hook of this run
+        trainer.sharing.close()
+
+
+def _check_resume_world(run_dir: Path, info: DistInfo) -> None:
+    recorded = int(store.read_manifest(run_dir).get("world_size", 1))
+    if recorded != info.world and store.RunPaths(run_dir).checkpoint.exists():
+        raise ValueError(
+            f"{run_dir} was trained by {recorded} process(es) and this resume has {info.world}: "
+            f"resume with the same number (torchrun --nproc_per_node={recorded}), so every rank "
+            "reads the batches it read before")
 
 
 def _defaults_for(config: RunConfig, data: Any) -> RunConfig:
@@ -387,13 +514,16 @@ def _baseline_partition(config: RunConfig, data: Any, run_dir: Path, progress: b
     recorder = AffinityRecorder(config.method, config.baseline.affinity_every, data.n_tasks)
     phase = Trainer(joint, data, assignment=np.arange(data.n_tasks), recorder=recorder,
                     model=None if model is None else copy.deepcopy(model))
-    phase.fit(progress)
+    info = phase.dist
+    phase.fit(progress and info.is_main)
     phase.sharing.close()
-    partition = affinity_partition(config, recorder, data.n_tasks)
+    # each rank recorded affinities on its share of the batches: rank 0's partition holds
+    partition = broadcast(affinity_partition(config, recorder, data.n_tasks), info)
     ds = store.encode_affinity(task_names=data.task_names, affinity=recorder.affinity(),
                                partition=partition, method=config.method,
                                recorded_steps=recorder.recorded_steps, counters=phase.counters)
-    store.write_affinity(run_dir, ds)
+    if info.is_main:
+        store.write_affinity(run_dir, ds)
     return partition, dict(phase.counters)
 
 

@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+import bench_ddp
 import bench_images
+import torch
 from bench_decision import decision_latency
 from bench_report import budget_rows, print_tables, scaling
 from bench_steps import METHODS, SIZES, stack_paths, step_overhead
@@ -69,7 +70,14 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
         images = bench_images.measure(argparse.Namespace(
             device="cpu", amp="none", image_size=64, batch=64, steps=8 if args.quick else 16,
             warm=2, events=2, regroup_every=args.regroup_every, workers=2, read_batches=10))
+    ddp = None
+    if not args.no_ddp:
+        print("2-process DDP (gloo) step ratio, T=40 ...", flush=True)
+        ddp = bench_ddp.measure(argparse.Namespace(
+            tasks=40, size="5k", steps=20 if args.quick else args.steps, warm=3, events=3,
+            regroup_every=args.regroup_every))
     return {
+        "ddp": ddp,
         "images": images,
         "decisions": decisions,
         "replay": replay,
@@ -117,7 +125,9 @@ def report(m: dict, args: argparse.Namespace) -> dict:
         "baseline_ratio": baselines,
         "scaling": scaling(m["overhead"], m["decisions"], m["history"], m["replay"]),
         "images": m["images"],
-        "budgets": budget_rows(steps, m["decisions"], m["replay"], m["sizes"], m["images"]),
+        "ddp": m["ddp"],
+        "budgets": budget_rows(steps, m["decisions"], m["replay"], m["sizes"], m["images"],
+                               m["ddp"]),
         "details": {
             **m,
             "torch_threads": torch.get_num_threads(),
@@ -139,6 +149,8 @@ def main() -> None:
         default=100,
         help="steps between grouping events, for the amortized event cost",
     )
+    parser.add_argument("--no-ddp", action="store_true",
+                        help="skip the 2-process DDP step ratio (about a minute)")
     parser.add_argument("--no-images", action="store_true",
                         help="skip the ResNet-18 image step ratio (about 1-2 minutes on a CPU)")
     parser.add_argument("--out", default="results/bench.json")
@@ -150,6 +162,9 @@ def main() -> None:
     if out["images"] is not None:
         print()
         bench_images.report(out["images"])
+    if out["ddp"] is not None:
+        print()
+        bench_ddp.report(out["ddp"])
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=str))

@@ -86,8 +86,13 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> str:
 
 
 def budget_rows(steps: list[dict], decisions: dict, replay: dict, sizes: dict,
-                images: dict | None = None) -> list[dict]:
+                images: dict | None = None, ddp: dict | None = None) -> list[dict]:
     rows = []
+    if ddp is not None:
+        rows.append({
+            "figure": f"ss/mtl step, 2-process DDP (gloo, CPU), T={ddp['tasks']} (one process: "
+                      f"{ddp['ratio_one_process']:.3f})",
+            "budget": ddp["budget"], "measured": ddp["ratio"], "met": ddp["ratio"] <= ddp["budget"]})
     if images is not None:
         rows.append({
             "figure": f"ss/mtl step, resnet18 trunk {images['image_size']}px, {images['device']} "

@@ -274,8 +274,8 @@ def interleaved(make_trainers, *, steps: int, warm: int, regroup_every: int, n_e
             for m in (m for m in trainers if m.startswith("ss_")):
                 _more_events(trainers[m], times[m], regroup_every, n_events - 1, flushes,
                              events)
-            if "ss_similarity" in trainers:
-                ss = trainers["ss_similarity"]
+            if "ss_similarity" in trainers and trainers["ss_similarity"].dist.is_main:
+                ss = trainers["ss_similarity"]  # (data-parallel ranks but 0 write nothing)
                 files = {
                     "event_bytes": float(
                         np.mean([p.stat().st_size for p in store.list_events(ss.paths.run_dir)])

@@ -66,7 +66,7 @@ def test_celeba_killed_mid_epoch_resumes_to_the_same_events_and_metrics(tmp_path
     state = torch.load(killed / "checkpoint.pt", map_location="cpu", weights_only=False)
     step = state["step"]
     assert step in (20, 31) and step % PER_EPOCH != 0  # the resume starts mid-epoch
-    assert state["sampler"] == {"n": 40, "batch_size": 6, "seed": 0, "position": step}
+    assert state["sampler"] == {"n": 40, "batch_size": 6, "seed": 0, "world": 1, "position": step}
     _run(_cmd(root, killed, resume=True))
     ref_events, events = store.list_events(reference), store.list_events(killed)
     assert len(events) == len(ref_events) >= 5
