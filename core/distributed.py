@@ -69,17 +69,22 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(device: torch.device, timeout_s: float = 600.0) -> DistInfo:
+def init_from_env(device: torch.device, timeout_s: float = 1800.0
+                  ) -> tuple[DistInfo, torch.device]:
     """Join the process group that ``torchrun``'s environment describes (``RANK``,
-    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), unless one is already initialized:
-    ``nccl`` for CUDA devices, ``gloo`` otherwise."""
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), unless one is already
+    initialized: ``nccl`` for CUDA devices, ``gloo`` otherwise. Returns this rank's place and
+    device (``cuda:LOCAL_RANK`` for a run that asks for ``cuda``, made the current device).
+    ``timeout_s`` bounds every collective, e.g. the other ranks' wait while rank 0 evaluates."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = rank_device(device, DistInfo(world=int(os.environ.get("WORLD_SIZE", "1")),
+                                          local_rank=local))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not (dist.is_available() and dist.is_initialized()):
         backend = "nccl" if device.type == "cuda" else "gloo"
-        kw: dict[str, Any] = {"backend": backend, "timeout": _dt.timedelta(seconds=timeout_s)}
-        if device.type == "cuda":
-            kw["device_id"] = device
-        dist.init_process_group(**kw)
-    return current()
+        dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=timeout_s))
+    return current(), device
 
 
 def rank_device(device: torch.device, info: DistInfo) -> torch.device:

@@ -358,10 +358,13 @@ def train(config: RunConfig, *, data: Any = None, model: BranchedModel | None = 
     """
     device = resolve_device(config.train.device)  # an absent device fails before anything
     joins = launched() and not current().active  # started by torchrun: join its process group
-    info = init_from_env(device) if joins else current()
+    if joins:
+        info, device = init_from_env(device)
+    else:
+        info = current()
+        device = rank_device(device, info)
     try:
-        return _train(config, data, model, resume, progress, callbacks,
-                      rank_device(device, info), info)
+        return _train(config, data, model, resume, progress, callbacks, device, info)
     finally:
         if joins:
             torch.distributed.destroy_process_group()

@@ -193,3 +193,13 @@ def test_every_rank_stops_when_rank_0_cannot_open_the_run(tmp_path):
     assert "already holds a run (status 'complete'); pass --resume" in proc.stderr
     assert "RankFailure: rank 0 could not start the run: RunDirError" in proc.stderr
     assert (out / "manifest.json").read_text() == before
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_torchrun_on_two_gpus_uses_nccl_and_finds_the_groups(tmp_path):
+    proc = torchrun(tmp_path / "ddp", 0, "--device", "cuda")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = store.read_manifest(tmp_path / "ddp")
+    assert (manifest["backend"], manifest["device"]) == ("nccl", "cuda:0")
+    assert float(store.read_metrics(tmp_path / "ddp")["adjusted_rand_index"]) >= 0.9
