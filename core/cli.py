@@ -1,4 +1,9 @@
-"""Command line: ``python -m selective_sharing.core.train --dataset NAME --method NAME ...``."""
+"""Command line: ``selective-sharing COMMAND`` (train, config, explain, replay, table2, figures,
+figure6) and ``python -m selective_sharing.core.train`` (the train command).
+
+Every error is one line on stderr, ``error: ...``, with exit code 2; ``--debug`` shows the
+traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -20,18 +25,16 @@ def _parse_set(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m selective_sharing.core.train",
-        description="Train one Selective Sharing (or baseline) run and write its run store.")
+def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of one training run (``selective-sharing train`` and
+    ``python -m selective_sharing.core.train``)."""
     p.add_argument("--dataset", default="synthetic", help="registered dataset name")
     p.add_argument("--method", default="ss_similarity", choices=METHODS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run directory (default runs/DATASET/METHOD/seedN)")
     p.add_argument("--profile", default="quick", choices=PROFILES)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set distance=cosine "
-                        "--set train.steps=100 --set noise=0.5 (repeatable)")
+    _add_set(p, "override a config value, e.g. --set distance=cosine --set train.steps=100 "
+                "--set noise=0.5 (repeatable; `selective-sharing config` lists every key)")
     p.add_argument("--data-root", default=None, help="folder with school.mat, lenk_data.mat...")
     p.add_argument("--allow-substitute", action="store_true",
                    help="use a labelled substitute when the real data file is missing")
@@ -42,6 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixed precision: autocast in bf16 or fp16 (= --set train.amp=...)")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _add_set(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=text)
+
+
+def _add_debug(p: argparse.ArgumentParser, sub: bool = False) -> None:
+    # in a subcommand too (`selective-sharing train ... --debug`); SUPPRESS there, so that the
+    # subcommand's default does not overwrite `selective-sharing --debug train ...`
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error",
+                   **({"default": argparse.SUPPRESS} if sub else {}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m selective_sharing.core.train",
+        description="Train one Selective Sharing (or baseline) run and write its run store.")
+    add_train_arguments(p)
+    _add_debug(p)
     return p
 
 
@@ -69,27 +93,148 @@ def summarize(run_dir: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        overrides = _parse_set(args.overrides)
-        if args.data_root:
-            overrides["data.data_root"] = args.data_root
-        if args.allow_substitute:
-            overrides["data.allow_substitute"] = True
-        for key, value in (("train.device", args.device), ("train.amp", args.amp)):
-            if value is not None:
-                overrides[key] = value
-        config = make_config(args.dataset, args.method, args.seed, args.profile, overrides,
-                             out=args.out)
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
-    from .devices import DeviceError
+def _train_command(args: argparse.Namespace) -> None:
+    overrides = _parse_set(args.overrides)
+    if args.data_root:
+        overrides["data.data_root"] = args.data_root
+    if args.allow_substitute:
+        overrides["data.allow_substitute"] = True
+    for key, value in (("train.device", args.device), ("train.amp", args.amp)):
+        if value is not None:
+            overrides[key] = value
+    config = make_config(args.dataset, args.method, args.seed, args.profile, overrides,
+                         out=args.out)
     from .train import train
 
-    try:
-        run_dir = train(config, resume=args.resume, progress=not args.no_progress)
-    except DeviceError as err:  # raised before any training or writing
-        sys.exit(f"error: {err}")
+    run_dir = train(config, resume=args.resume, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun of several processes
         print(summarize(str(run_dir)))
+
+
+def _config_command(args: argparse.Namespace) -> None:
+    from .config import describe_keys
+
+    rows = describe_keys(args.dataset, args.method, args.profile, _parse_set(args.overrides))
+    width = max(len(k) for k, _, _ in rows)
+    print(f"# {args.method} on {args.dataset}, profile {args.profile}: every --set key, its "
+          "value, and what it accepts")
+    for key, value, allowed in rows:
+        shown = "null" if value is None else repr(value)
+        print(f"{key:<{width}}  = {shown:<28}  # {allowed}")
+
+
+def _counterfactual(items: Sequence[str]) -> dict:
+    from .config import _coerce
+
+    return {k: _coerce(v) for k, v in _parse_set(items).items()}
+
+
+def _explain_command(args: argparse.Namespace) -> None:
+    from ..analysis import explain
+
+    print(explain(args.run, args.task_a, args.task_b, **_counterfactual(args.overrides)).text)
+
+
+def _replay_command(args: argparse.Namespace) -> None:
+    from ..analysis import replay
+
+    print(replay(args.run, chain=not args.no_chain, **_counterfactual(args.overrides)))
+
+
+def _script_command(args: argparse.Namespace) -> None:
+    """``table2`` / ``figures`` / ``figure6``: the scripts of the checkout's ``reproduce/``."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "reproduce" / f"{args.command}.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} not found: `selective-sharing {args.command}` runs the "
+                                "reproduce/ scripts of a source checkout (pip install -e .)")
+    sys.argv = [str(script), *args.rest]
+    sys.path.insert(0, str(script.parent))
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def cli_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="selective-sharing",
+        description="Selective Sharing: train runs, list the config, explain and replay "
+                    "grouping decisions, reproduce the paper's table and figures.")
+    _add_debug(p)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    t = add_train_arguments(sub.add_parser("train", help="train one run and write its store"))
+    c = sub.add_parser("config", help="every --set key with its value and allowed values")
+    c.add_argument("--dataset", default="synthetic")
+    c.add_argument("--method", default="ss_similarity", choices=METHODS)
+    c.add_argument("--profile", default="quick", choices=PROFILES)
+    _add_set(c, "show the config with these overrides applied")
+    e = sub.add_parser("explain", help="why two tasks were merged (or not) in a run")
+    e.add_argument("run")
+    e.add_argument("task_a")
+    e.add_argument("task_b")
+    _add_set(e, "explain a counterfactual instead, e.g. --set threshold=0.5")
+    r = sub.add_parser("replay", help="recompute a run's decisions, or a counterfactual")
+    r.add_argument("run")
+    _add_set(r, "counterfactual decision-rule settings, e.g. --set distance=cosine")
+    r.add_argument("--no-chain", action="store_true",
+                   help="replay each event from its recorded inputs (counterfactuals only)")
+    for parser in (t, c, e, r):
+        _add_debug(parser, sub=True)
+    for name, text in (("table2", "reproduce Table 2 (reproduce/table2.py)"),
+                       ("figures", "the run figures (reproduce/figures.py)"),
+                       ("figure6", "Figure 6 (reproduce/figure6.py)")):
+        sub.add_parser(name, help=f"{text}; its own options follow", add_help=False)
+    return p
+
+
+COMMANDS = {"train": _train_command, "config": _config_command, "explain": _explain_command,
+            "replay": _replay_command, "table2": _script_command, "figures": _script_command,
+            "figure6": _script_command}
+
+
+def _error_line(err: BaseException) -> str:
+    """One line: the project's own errors say what to fix; others keep their type's name."""
+    own = type(err).__module__.startswith("selective_sharing")
+    text = str(err) if own or isinstance(err, FileNotFoundError) else f"{type(err).__name__}: {err}"
+    return "error: " + " ".join(text.split())
+
+
+def _run(command: object, args: argparse.Namespace) -> None:
+    """Run a command; an error is one line on stderr and exit code 2 (``--debug``: traceback)."""
+    try:
+        command(args)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except Exception as err:  # noqa: BLE001 - every error is reported, in one line
+        if getattr(args, "debug", False):
+            raise
+        print(_error_line(err), file=sys.stderr)
+        sys.exit(2)
+
+
+SCRIPTS = ("table2", "figures", "figure6")
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    """``selective-sharing COMMAND ...`` (``selective-sharing --help`` lists the commands)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is not None and argv[first] in SCRIPTS:  # the script parses its own arguments
+        cli_parser().parse_args(argv[:first + 1])  # (global options are still checked)
+        args = argparse.Namespace(command=argv[first], rest=argv[first + 1:],
+                                  debug="--debug" in argv[:first])
+    else:
+        args = cli_parser().parse_args(argv)
+    _run(COMMANDS[args.command], args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m selective_sharing.core.train``: the ``train`` command."""
+    _run(_train_command, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli()

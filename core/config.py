@@ -254,11 +254,31 @@ def _coerce(text: str) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _known_keys() -> list[str]:
+    """Every ``section.field`` and top-level field that ``--set`` accepts."""
+    top = [f.name for f in fields(RunConfig) if f.name not in SECTIONS
+           and f.name not in ("defaults_from", "overrides")]
+    return top + [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls)]
+
+
+def did_you_mean(key: str, known: list[str] | None = None) -> str:
+    """`` (did you mean 'train.steps'?)`` for a near miss of a known key, else ``""``."""
+    import difflib
+
+    known = _known_keys() if known is None else known
+    short = {k.split(".", 1)[-1]: k for k in known}
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75) or [
+        short[m] for m in difflib.get_close_matches(key.split(".")[-1], list(short), n=1,
+                                                    cutoff=0.75)]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _split_key(key: str) -> tuple[str, str]:
     if "." in key:
         section, name = key.split(".", 1)
         if section not in SECTIONS:
-            raise _bad("--set section", section, f"one of {sorted(SECTIONS)}")
+            raise ConfigError(f"invalid --set section={section!r}: --set section must be one "
+                              f"of {sorted(SECTIONS)}{did_you_mean(key)}")
         if section == "data" and name not in {f.name for f in fields(DataConfig)}:
             return "data.options", name  # data.NAME: a loader option, even if a section has NAME
         return section, name
@@ -318,12 +338,67 @@ def make_config(dataset: str = "synthetic", method: str = "ss_similarity", seed:
         else:
             known = {f.name for f in fields(SECTIONS[section])}
             if name not in known:
-                raise _bad(f"--set {key}", value, f"a key among {section}.{sorted(known)}")
+                raise ConfigError(
+                    f"invalid --set {key}={value!r}: {section} has no field {name!r}"
+                    f"{did_you_mean(key)}; its fields: {sorted(known)} (selective-sharing "
+                    "config lists every key)")
             sections[section][name] = value
     top["out"] = out or top.get("out") or f"runs/{dataset}/{method}/seed{seed}"
     built = {s: SECTIONS[s](**kw) for s, kw in sections.items() if s != "data"}
     built["data"] = DataConfig(**sections["data"], options=options)
     return RunConfig(**top, **built)
+
+
+def _allowed(cls: type, name: str, value: Any) -> str:
+    """What field ``name`` of section ``cls`` accepts, in the words of its own validation: the
+    section is built with a value no field accepts and the error's "must be ..." is read."""
+    sentinel = type("NotAValue", (), {"__repr__": lambda self: "?"})()
+    try:
+        cls(**{name: sentinel})
+    except ConfigError as err:
+        text = str(err)
+        return text.split(" must be ", 1)[1] if " must be " in text else text
+    except Exception:  # noqa: BLE001 - a check that cannot even look at the value
+        pass
+    return "any value of its type" if value is None else f"a {type(value).__name__}"
+
+
+def describe_keys(dataset: str = "synthetic", method: str = "ss_similarity",
+                  profile: str = "quick", overrides: dict[str, Any] | None = None
+                  ) -> list[tuple[str, Any, str]]:
+    """``(key, value, allowed)`` for every ``--set`` key of a run of ``method`` on ``dataset``:
+    the profile's value (with ``overrides``), and what the key accepts. Dataset options
+    (``data.NAME``) come from the loader's signature."""
+    config = make_config(dataset, method, 0, profile, overrides)
+    rows: list[tuple[str, Any, str]] = [
+        ("method", config.method, f"one of {list(METHODS)}"),
+        ("seed", config.seed, "a non-negative integer"),
+        ("profile", config.profile, f"one of {list(PROFILES)}"),
+        ("out", config.out, "a directory"),
+        ("probe_size", config.probe_size, "a positive integer"),
+    ]
+    for section, cls in SECTIONS.items():
+        current = getattr(config, section)
+        for f in fields(cls):
+            value = getattr(current, f.name)
+            if section == "data" and f.name == "options":
+                continue
+            allowed = ("a path or null" if f.name in ("data_root", "trunk_weights",
+                                                       "reference_run")
+                       else _allowed(cls, f.name, value))
+            if f.default is None and "None" not in allowed and "null" not in allowed:
+                allowed += ", or null"
+            rows.append((f"{section}.{f.name}", value, allowed))
+    try:
+        from ..datasets import dataset_options
+
+        options = dataset_options(dataset)
+    except Exception:  # noqa: BLE001 - user data without a registered loader has no options
+        options = {}
+    for name, default in options.items():
+        value = config.data.options.get(name, default)
+        rows.append((f"data.{name}", value, "see the loader's docstring (None: profile default)"))
+    return rows
 
 
 def config_from_dict(d: dict[str, Any]) -> RunConfig:
@@ -339,4 +414,5 @@ def config_from_dict(d: dict[str, Any]) -> RunConfig:
 
 
 __all__ = ["BaselineConfig", "ConfigError", "DataConfig", "GroupingConfig", "ModelConfig", "RunConfig",
-           "SharingConfig", "TrainConfig", "METHODS", "make_config", "config_from_dict"]
+           "SharingConfig", "TrainConfig", "METHODS", "make_config", "config_from_dict",
+           "describe_keys", "did_you_mean"]
