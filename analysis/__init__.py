@@ -21,7 +21,7 @@ import types
 from typing import Any
 
 _EXPORTS = {
-    "load": ("BrokenRunWarning", "find_runs", "load_run", "load_runs"),
+    "load": ("BrokenRunWarning", "IncompleteRunWarning", "find_runs", "load_run", "load_runs"),
     "replay": ("EventReplay", "ReplayReport", "replay", "sweep_thresholds"),
     "explain": ("Explanation", "explain"),
     "events": ("read_events",),
@@ -41,6 +41,7 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "BrokenRunWarning",
+    "IncompleteRunWarning",
     "EventReplay",
     "Explanation",
     "ReplayReport",

@@ -37,6 +37,11 @@ class BrokenRunWarning(UserWarning):
     """Some runs given to :func:`load_runs` could not be loaded; the message lists them."""
 
 
+class IncompleteRunWarning(UserWarning):
+    """:func:`load_run` loaded a run that did not finish (failed or still running): it has
+    the events written before it stopped, and no metrics."""
+
+
 def _read_variable(path: str, name: str, checksums: dict[str, str]) -> np.ndarray:
     """Read one variable (open, read, close; checksum verified): no file handle outlives the
     read."""
@@ -139,7 +144,18 @@ def load_run(
         the file.
     """
     paths = RunPaths(Path(path))
+    if not paths.run_dir.is_dir():
+        raise StoreError(paths.run_dir, "no such run directory: pass the folder that holds a "
+                                        "run's manifest.json (e.g. runs/DATASET/METHOD/seedN)")
     manifest = store.read_manifest(paths.run_dir)
+    status = manifest.get("status")
+    if status != "complete":
+        warnings.warn(
+            f"{paths.run_dir} is marked {status!r}"
+            + (f" ({manifest['error']})" if manifest.get("error") else "")
+            + ": it has the events written before it stopped and no final metrics (the tree "
+              "has no 'metrics' node); finish it with --resume", IncompleteRunWarning,
+            stacklevel=2)
     nodes: dict[str, xr.Dataset] = {}
     for part in ("history", "metrics"):
         file = getattr(paths, part)

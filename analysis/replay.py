@@ -149,6 +149,12 @@ class ReplayReport:
         """One row per event: step, matched, mismatched fields, sizes, distance, threshold."""
         return pd.DataFrame([_row(e) for e in self.events])
 
+    def __repr__(self) -> str:
+        """One line (the dataclass repr would print every event's gradient arrays)."""
+        kind = f"counterfactual={self.overrides!r}" if self.counterfactual else "exact"
+        return (f"ReplayReport(run={self.run!r}, {kind}, events={len(self.events)}, "
+                f"matched={self.matched}, n_groups={self.n_groups})")
+
     def __str__(self) -> str:
         kind = f"counterfactual {self.overrides}" if self.counterfactual else "exact replay"
         head = (

@@ -279,7 +279,8 @@ def run_grid(
     outcomes = {j.run_dir: Outcome(j, "skipped") for j in done}
     pending = [j for j in jobs if j.run_dir not in outcomes]
     bar = tqdm(
-        total=len(jobs), initial=len(done), desc="table grid", unit="run", disable=not progress
+        total=len(jobs), initial=len(done), desc="table grid", unit="run",
+        disable=None if progress else True,  # None: off when stderr is not a terminal (logs)
     )
     pool, running = make_pool(executor, workers, scheduler), {}
     try:

@@ -55,7 +55,8 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
     status = store.read_manifest(run_dir).get("status")
     if not resume:
         raise RunDirError(f"{run_dir} already holds a run (status {status!r}); pass --resume "
-                          "to continue it, or choose another --out")
+                          "(resume=True in Python) to continue it, or choose another --out "
+                          "(config out=...), or delete the directory to train it again")
     return status
 
 

@@ -265,7 +265,8 @@ class Trainer:
     # -- the run ------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> None:
         start = time.perf_counter() - self.counters["wall_time_s"]
-        bar = tqdm(total=self.cfg.train.steps, initial=self.step, disable=not progress,
+        bar = tqdm(total=self.cfg.train.steps, initial=self.step,
+                   disable=None if progress else True,  # None: off when not a terminal
                    desc=f"{self.cfg.data.name}/{self.cfg.method}/seed{self.cfg.seed}",
                    unit="step", leave=False)
         with bar:

@@ -115,3 +115,38 @@ def test_load_runs_skips_broken_runs_with_a_warning(runs, tmp_path):
     assert tree.attrs["runs"] == [str(runs[1])]
     assert set(tree.attrs["failed"]) == {str(broken), str(missing)}
     assert list(tree["metrics"]["run"].values) == [str(runs[1])]
+
+
+def test_load_run_warns_about_a_run_that_did_not_finish_and_names_a_missing_path(tmp_path):
+    """Issue 15: a failed run loaded silently and its tree then lacked 'metrics' (KeyError);
+    a missing path was reported as a missing manifest."""
+    import pytest
+    from selective_sharing.analysis import IncompleteRunWarning, load_run
+    from selective_sharing.core import make_config, train
+    from selective_sharing.core.store import StoreError
+
+    class Stop:
+        def on_event(self, trainer, result):
+            raise RuntimeError("stopped on purpose")
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="on purpose"):
+        train(make_config("synthetic", overrides={"train.steps": 60, "warmup_steps": 40},
+                          out=str(out)), progress=False, callbacks=[Stop()])
+    with pytest.warns(IncompleteRunWarning, match=r"is marked 'failed' \(RuntimeError: stopped "
+                                                  r"on purpose\).*no final metrics"):
+        tree = load_run(out)
+    assert "metrics" not in tree.children and len(tree["events"].children) == 1
+    with pytest.raises(StoreError, match="no such run directory"):
+        load_run(tmp_path / "nowhere")
+
+
+def test_replay_report_repr_is_one_line(tmp_path):
+    from selective_sharing.analysis import replay
+    from selective_sharing.core import make_config, train
+
+    run = train(make_config("synthetic", overrides={"train.steps": 60, "warmup_steps": 40},
+                            out=str(tmp_path / "run")), progress=False)
+    text = repr(replay(run))
+    assert "\n" not in text and len(text) < 300
+    assert text.startswith("ReplayReport(run=") and "matched=True" in text
