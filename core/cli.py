@@ -1,7 +1,7 @@
 """Command line: ``selective-sharing COMMAND`` (train, config, explain, replay, table2, figures,
 figure6) and ``python -m selective_sharing.core.train`` (the train command).
 
-Every error is one line on stderr, ``error: ...``, with exit code 2; ``--debug`` shows the
+Every error is one line on stderr, ``error: Type: message``, with exit code 2; ``--debug`` shows the
 traceback instead.
 """
 
@@ -193,10 +193,8 @@ COMMANDS = {"train": _train_command, "config": _config_command, "explain": _expl
 
 
 def _error_line(err: BaseException) -> str:
-    """One line: the project's own errors say what to fix; others keep their type's name."""
-    own = type(err).__module__.startswith("selective_sharing")
-    text = str(err) if own or isinstance(err, FileNotFoundError) else f"{type(err).__name__}: {err}"
-    return "error: " + " ".join(text.split())
+    """One line: the error's type and its message (which says what to fix)."""
+    return "error: " + " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def _run(command: object, args: argparse.Namespace) -> None:

@@ -28,7 +28,7 @@ def _one_clean_line(proc: subprocess.CompletedProcess) -> str:
 
 def test_unknown_dataset_is_one_line(tmp_path):
     line = _one_clean_line(_cli("train", "--dataset", "nosuch", "--out", str(tmp_path / "r")))
-    assert "unknown dataset 'nosuch'; registered datasets: [" in line
+    assert "error: DatasetError: unknown dataset 'nosuch'; registered datasets: [" in line
     assert not (tmp_path / "r").exists()
 
 

@@ -66,7 +66,7 @@ def test_cli_device_cuda_fails_before_training(tmp_path):
          "--device", "cuda", "--out", str(out), "--no-progress"],
         capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode != 0
-    assert "error: device 'cuda' requested but no CUDA device is usable" in proc.stderr
+    assert "error: DeviceError: device 'cuda' requested but no CUDA device is usable" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()  # nothing written, so nothing is left marked "running"
 

@@ -191,7 +191,7 @@ def test_every_rank_stops_when_rank_0_cannot_open_the_run(tmp_path):
     proc = torchrun(out, 0, "--set=train.steps=5", "--set=warmup_steps=2", timeout=300)
     assert proc.returncode != 0
     assert "already holds a run (status 'complete'); pass --resume" in proc.stderr
-    assert "error: rank 0 could not start the run: RunDirError" in proc.stderr
+    assert "error: RankFailure: rank 0 could not start the run: RunDirError" in proc.stderr
     assert (out / "manifest.json").read_text() == before
 
 
