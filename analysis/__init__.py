@@ -1,5 +1,5 @@
 """Analysis from run stores alone: load runs, replay and explain grouping decisions, plots,
-and the activation-region study (Figure 6). Never imports torch (DESIGN section 2).
+and the activation-region study (Figure 6). Never imports torch (a test checks).
 
 Importing this package is cheap: the submodules (xarray, pandas, matplotlib, scikit-learn)
 load on first use of a name::
@@ -22,7 +22,9 @@ from typing import Any
 
 _EXPORTS = {
     "load": ("BrokenRunWarning", "IncompleteRunWarning", "find_runs", "load_run", "load_runs"),
-    "replay": ("EventReplay", "ReplayReport", "replay", "sweep_thresholds"),
+    "replay": (
+        "EventReplay", "IgnoredOverrideWarning", "ReplayReport", "replay", "sweep_thresholds",
+    ),
     "explain": ("Explanation", "explain"),
     "events": ("read_events",),
     "plots": (
@@ -31,6 +33,7 @@ _EXPORTS = {
         "plot_factor_space",
         "plot_grouping_timeline",
         "plot_learning_curves",
+        "plot_loss_around_event",
         "plot_parameter_count",
         "plot_threshold_sweep",
         "save_figure",
@@ -43,6 +46,7 @@ __all__ = [
     "BrokenRunWarning",
     "IncompleteRunWarning",
     "EventReplay",
+    "IgnoredOverrideWarning",
     "Explanation",
     "ReplayReport",
     "draw_figure6",
@@ -56,6 +60,7 @@ __all__ = [
     "plot_factor_space",
     "plot_grouping_timeline",
     "plot_learning_curves",
+    "plot_loss_around_event",
     "plot_parameter_count",
     "plot_threshold_sweep",
     "read_events",

@@ -1,4 +1,5 @@
-"""Load run stores into xarray objects, from the store alone (DESIGN section 4; no torch).
+"""Load run stores into xarray objects from the store alone (the files written by
+:mod:`selective_sharing.core.store`; never imports torch).
 
 :func:`load_run` gives one run as a :class:`xarray.DataTree`::
 

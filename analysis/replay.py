@@ -1,4 +1,4 @@
-"""Replay a run's grouping events from its store, exactly, or under another rule (DESIGN section 3).
+"""Replay a run's grouping events from its store, exactly, or under another rule.
 
 **Exact replay** (no overrides): every event is recomputed by
 :func:`~selective_sharing.core.grouping.grouping_event`, the same pure function training called,
@@ -28,12 +28,23 @@ one as follows (``EventReplay.window``):
 With ``chain=False`` every event is replayed from its recorded inputs with the new rule: the
 partition each event would have produced given the recorded history up to it. Only recorded
 events can be replayed: a run that stopped grouping (one group left) has no later windows.
+
+**Ignored overrides**: an override of a field that the (counterfactual) strategy does not use
+(e.g. ``threshold`` for ``kmeans``, ``min_silhouette`` next to a fixed ``threshold``) cannot
+change any partition. :func:`replay`, :func:`sweep_thresholds` and ``explain`` then warn with
+:class:`IgnoredOverrideWarning`, naming the strategy and the fields it does use; the fields
+come from the declaration next to the strategies
+(:func:`selective_sharing.core.grouping.registry.config_fields_used`). A warning, not an
+error: the replay is still correct (it equals the run without the override), and sweeping
+every run of a results folder should not stop at the first ``kmeans`` run. Make it an error
+with ``warnings.simplefilter("error", IgnoredOverrideWarning)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +54,7 @@ import pandas as pd
 import xarray as xr
 
 from ..core.grouping import EventResult, GroupingConfig, grouping_event
+from ..core.grouping.registry import config_fields_used
 from .events import (
     RunLike,
     chain_problems,
@@ -53,9 +65,15 @@ from .events import (
     read_events,
 )
 
-__all__ = ["EventReplay", "ReplayReport", "replay", "sweep_thresholds"]
+__all__ = ["EventReplay", "IgnoredOverrideWarning", "ReplayReport", "replay", "sweep_thresholds"]
 
 _KEEP = object()
+
+
+class IgnoredOverrideWarning(UserWarning):
+    """A counterfactual override names a :class:`GroupingConfig` field that the run's (or the
+    counterfactual) strategy does not use, so it cannot change any partition. The message
+    names the strategy, the ignored fields and the fields the strategy does use."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,9 @@ class ReplayReport:
     initial_assignment: np.ndarray
     seconds: float = field(default=0.0, compare=False)
     written_by: dict = field(default_factory=dict, compare=False)
+    ignored: tuple[str, ...] = ()
+    """Overridden fields that the strategy does not use (they changed nothing; a warning said
+    so)."""
 
     @property
     def counterfactual(self) -> bool:
@@ -201,6 +222,49 @@ def _config_with(base: GroupingConfig, changes: dict) -> GroupingConfig:
     return dataclasses.replace(base, **changes)
 
 
+def ignored_overrides(configs: Iterable[GroupingConfig], changes: dict) -> dict[str, tuple]:
+    """``{strategy: (ignored fields, used fields)}`` for the overridden fields that the given
+    (already overridden) configs' strategies do not use; empty when every override counts.
+    Strategies without a declaration are assumed to use every field."""
+    out: dict[str, tuple] = {}
+    for config in configs:
+        used = config_fields_used(config)
+        if used is None:
+            continue
+        ignored = sorted(set(changes) - used)
+        if ignored:
+            old = out.get(config.strategy, ((), ()))
+            out[config.strategy] = (
+                tuple(sorted(set(old[0]) | set(ignored))),
+                tuple(sorted(set(old[1]) | used)),
+            )
+    return out
+
+
+def _warn_ignored(
+    decoded: list, changes: dict, caller: str, stacklevel: int, what: str = ""
+) -> tuple[str, ...]:
+    """Warn (once per strategy) about overrides the strategy ignores; return their names.
+    ``what`` replaces the values in the message (a sweep has many)."""
+    if not changes:
+        return ()
+    configs = [_config_with(grouping_config(m["grouping_config"]), changes) for _, m in decoded]
+    found = ignored_overrides(configs, changes)
+    names: set[str] = set()
+    for strategy, (ignored, used) in found.items():
+        names |= set(ignored)
+        given = what or "override " + ", ".join(f"{k}={changes[k]!r}" for k in ignored)
+        warnings.warn(
+            f"{caller}: strategy {strategy!r}, as configured here, does not use "
+            f"{', '.join(ignored)}: the {given} cannot change any partition. {strategy!r} "
+            f"uses only {', '.join(used)} (declared in "
+            "selective_sharing.core.grouping.registry.STRATEGY_USES)",
+            IgnoredOverrideWarning,
+            stacklevel=stacklevel,
+        )
+    return tuple(sorted(names))
+
+
 def _changes(strategy: object, distance: object, threshold: object, overrides: dict) -> dict:
     out = dict(overrides)
     for name, value in (("strategy", strategy), ("distance", distance), ("threshold", threshold)):
@@ -247,11 +311,26 @@ def replay(
     ------
     StoreError
         An event file is truncated or corrupted (the message names it).
+
+    Warns
+    -----
+    IgnoredOverrideWarning
+        An override that the strategy does not use (e.g. ``threshold`` on a ``kmeans`` run);
+        ``report.ignored`` lists them.
     """
+    return replay_with(run, _changes(strategy, distance, threshold, overrides), chain, "replay", 3)
+
+
+def replay_with(
+    run: RunLike, changes: dict, chain: bool, caller: str, stacklevel: int
+) -> ReplayReport:
+    """:func:`replay` with the overrides as one dict (``caller`` and ``stacklevel`` place the
+    :class:`IgnoredOverrideWarning`: 2 points at the caller of this function)."""
     start = time.perf_counter()
     manifest, decoded = read_events(run, bins=False)
-    changes = _changes(strategy, distance, threshold, overrides)
-    return _replay_decoded(_run_name(run), manifest, decoded, changes, chain, start)
+    ignored = _warn_ignored(decoded, changes, caller, stacklevel + 1)
+    report = _replay_decoded(_run_name(run), manifest, decoded, changes, chain, start)
+    return dataclasses.replace(report, ignored=ignored) if ignored else report
 
 
 def _replay_decoded(
@@ -310,7 +389,8 @@ def sweep_thresholds(
     thresholds : iterable of float, optional
         Values in [0, 2]; default 21 points from 0 to the largest recorded distance.
     strategy, distance : str, optional
-        Default: the stored ones (``kmeans`` ignores the threshold).
+        Default: the stored ones. A strategy that does not use the threshold (``kmeans``)
+        gives a flat line: :class:`IgnoredOverrideWarning` says so (once per sweep).
     chain : bool
         As in :func:`replay`. Default False: each event is replayed from its recorded inputs,
         so every row is exact (no rebuilt windows); row ``event=0`` is the whole
@@ -325,6 +405,10 @@ def sweep_thresholds(
         ``final`` (True on each threshold's last event).
     """
     manifest, decoded = read_events(run, bins=False)
+    _warn_ignored(
+        decoded, _changes(strategy, distance, 0.0, {}), "sweep_thresholds", 3,
+        "threshold (the sweep is a flat line)",
+    )  # fmt: skip
     if thresholds is None:
         top = max((float(np.max(d)) for r, _ in decoded for d in r.distances.values()), default=1.0)
         thresholds = np.linspace(0.0, min(top, 2.0), 21)

@@ -1,6 +1,6 @@
 """Selective Sharing core: models, training, gradient capture, grouping, merging, run stores.
 
-The component for your own model and loop (DESIGN section 8)::
+The component for your own model and loop (README, "Your own model, in your own loop")::
 
     from selective_sharing.core import BranchedModel, SharingScheduler, task_losses
 
@@ -18,7 +18,7 @@ from .config import ConfigError, RunConfig, config_from_dict, make_config
 
 # name -> submodule that defines it; imported on first access (these need torch).
 _LAZY = {
-    "train": "train",
+    "train": "training",
     "BranchedModel": "branched",
     "SharingScheduler": "scheduler",
     "task_losses": "losses",

@@ -298,7 +298,7 @@ class BranchedModel(nn.Module):
         classes). Heads are linear ``H -> max outputs``; ``forward`` pads to the widest.
     branch_init : {"identical", "independent"}
         ``identical`` (default) starts every estimator and head from the same weights, which is
-        what makes the tasks' gradients comparable (DESIGN section 3).
+        what makes the tasks' gradients comparable.
     seed : int
         Seeds the heads and independent estimator draws; the trunk and template are used as given.
     assignment : sequence of int, optional

@@ -44,6 +44,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--amp", default=None, choices=("none", "bf16", "fp16"),
                    help="mixed precision: autocast in bf16 or fp16 (= --set train.amp=...)")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in --out and train it again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -104,9 +106,10 @@ def _train_command(args: argparse.Namespace) -> None:
             overrides[key] = value
     config = make_config(args.dataset, args.method, args.seed, args.profile, overrides,
                          out=args.out)
-    from .train import train
+    from .training import train
 
-    run_dir = train(config, resume=args.resume, progress=not args.no_progress)
+    run_dir = train(config, resume=args.resume, overwrite=args.overwrite,
+                    progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":  # one summary for a torchrun of several processes
         print(summarize(str(run_dir)))
 

@@ -18,7 +18,7 @@ from .grouping.config import ConfigError, GroupingConfig, _bad, _is_int, _is_rea
 
 METHODS: tuple[str, ...] = ("stl", "mtl", "mtl_full", "ss_similarity", "ss_variance", "ss_kmeans",
                              "random_groups", "cosine_groups", "tag", "oracle")
-# Methods that train a fixed partition decided before training starts (DESIGN section 3).
+# Methods that train a fixed partition decided before training starts.
 GROUPED_BASELINES: tuple[str, ...] = ("random_groups", "cosine_groups", "tag", "oracle")
 PROFILES: tuple[str, ...] = ("quick", "full")
 SIGNALS: tuple[str, ...] = ("first_layer", "all_params")
@@ -64,7 +64,7 @@ class ModelConfig:
     ``representation_dim`` units. ``estimator_hidden`` are the estimator's layer widths: its first
     weight matrix, ``(estimator_hidden[0], representation_dim)``, is the default gradient signal.
     ``branch_init="identical"`` clones one initial estimator and head to every task, which is
-    what makes the tasks' gradients comparable (DESIGN section 3).
+    what makes the tasks' gradients comparable.
     ``trunk``: ``builtin`` (the MLP/CNN above) or ``resnet18`` (torchvision's, image data only,
     randomly initialized or from ``trunk_weights``, a local state-dict file; nothing is
     downloaded); its representation has 512 units and ``conv_channels`` /
@@ -137,7 +137,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SharingConfig:
-    """Gradient capture and when grouping events happen (DESIGN section 3, steps 2-4, 8).
+    """Gradient capture and when grouping events happen (README, "What a run does").
 
     ``warmup_steps``: the first event fires after this many steps. ``regroup_every``: further
     events every so many steps after it (0: a single event). ``window_bins``/``sketch_dim``:

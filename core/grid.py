@@ -197,7 +197,7 @@ def run_job(job: Job) -> Outcome:
     if busy:
         return Outcome(job, "failed", f"left alone: {busy}")
     try:
-        from .train import train
+        from .training import train
 
         train(job_config(job), progress=False)
     except Exception as err:  # noqa: BLE001 - a failed run must not stop the grid

@@ -1,7 +1,7 @@
 """Masked multi-task losses on labelled entries (sample, task).
 
 Every loss is computed on the labelled entries only, then averaged per task, so a task's loss
-and gradient come only from its labelled samples (DESIGN section 3, "Data model").
+and gradient come only from its labelled samples (README, "Your own data": masks).
 ``rank`` tasks use a pairwise RankNet loss among the task's labelled items in the batch, plus
 ``rank_mse_weight`` times the squared error of the rating, so the score also predicts the rating.
 """

@@ -1,4 +1,4 @@
-"""Merging estimators after a grouping event (DESIGN section 3, step 8).
+"""Merging estimators after a grouping event (README, "What a run does", step 4).
 
 A merge is a linear map ``M`` (new_entities, old_entities) applied to every estimator tensor:
 ``average`` takes the mean of the members (valid because branches start identical), ``best``

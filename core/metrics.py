@@ -3,16 +3,53 @@
 Regression: ``rmse`` (in the original target units when the dataset gives ``target_scale``) and
 ``explained_variance`` in percent, ``100 * (1 - Var(y - y_hat) / Var(y))``.
 Binary / multiclass: ``accuracy``. Rank: ``ndcg`` (NDCG@k over the task's test items, gains
-``2^rating - 1``), ``spearman`` and the rating ``rmse``. Entries a task type has no metric for
-are NaN.
+``2^rating - 1``), ``spearman`` and the rating ``rmse``.
+
+A run gets the metrics that apply to at least one of its task types (:func:`applicable_metrics`);
+within a run of mixed types a task's entry is NaN where the metric does not apply to its type.
+Each metric's units are declared once, in :data:`METRIC_UNITS`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 from scipy.stats import spearmanr
 
 METRIC_NAMES = ("rmse", "explained_variance", "accuracy", "ndcg", "spearman")
+
+#: Task types each metric is defined for.
+METRIC_TASK_TYPES: dict[str, tuple[str, ...]] = {
+    "rmse": ("regression", "rank"),
+    "explained_variance": ("regression",),
+    "accuracy": ("binary", "multiclass"),
+    "ndcg": ("rank",),
+    "spearman": ("rank",),
+}
+
+#: CF units of each metric, the ``units`` attribute of its variable in ``metrics.nc``: percent
+#: for ``explained_variance``; ``1`` for the fractions and coefficients (accuracy, NDCG,
+#: Spearman's rho) and for ``rmse``, which is in the units of the task's target (exam scores,
+#: ratings), which no dataset declares as a CF unit.
+METRIC_UNITS: dict[str, str] = {
+    "rmse": "1",
+    "explained_variance": "%",
+    "accuracy": "1",
+    "ndcg": "1",
+    "spearman": "1",
+}
+
+
+def applicable_metrics(task_types: Iterable[str]) -> tuple[str, ...]:
+    """The metrics (in :data:`METRIC_NAMES` order) defined for at least one of ``task_types``."""
+    kinds = set(task_types)
+    return tuple(m for m in METRIC_NAMES if kinds.intersection(METRIC_TASK_TYPES[m]))
+
+
+def metric_units(names: Iterable[str]) -> dict[str, str]:
+    """Units of the metrics ``names`` (``"1"`` for one not in :data:`METRIC_UNITS`)."""
+    return {n: METRIC_UNITS.get(n, "1") for n in names}
 
 
 def ndcg_at_k(y_true: np.ndarray, score: np.ndarray, k: int) -> float:
@@ -30,7 +67,9 @@ def task_metrics(pred: np.ndarray, y: np.ndarray, t_idx: np.ndarray, task_types:
                  n_classes: list[int], *, target_scale: float | np.ndarray = 1.0,
                  ndcg_k: int = 10
                  ) -> dict[str, np.ndarray]:
-    """Metrics per task, each an array (n_tasks,).
+    """Metrics per task, each an array (n_tasks,): only the :func:`applicable_metrics` of
+    ``task_types`` (NaN for a task whose type the metric does not apply to, or that has no test
+    entry).
 
     Parameters
     ----------
@@ -39,7 +78,7 @@ def task_metrics(pred: np.ndarray, y: np.ndarray, t_idx: np.ndarray, task_types:
     """
     n_tasks = len(task_types)
     scales = np.broadcast_to(np.asarray(target_scale, dtype=float).reshape(-1), (n_tasks,))
-    out = {name: np.full(n_tasks, np.nan) for name in METRIC_NAMES}
+    out = {name: np.full(n_tasks, np.nan) for name in applicable_metrics(task_types)}
     for t, kind in enumerate(task_types):
         sel = t_idx == t
         if not sel.any():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 _VECTOR_MODEL = {"trunk_hidden": (), "representation_dim": 64, "estimator_hidden": (32, 32)}
-# DESIGN section 3's prototype: small CNN trunk to 128 units, 128-64-32 estimators.
+# The method's prototype model: small CNN trunk to 128 units, 128-64-32 estimators.
 _IMAGE_MODEL = {"conv_channels": (16, 32), "representation_dim": 128, "estimator_hidden": (64, 32)}
 
 # Section -> values. "data.options" entries are passed to the dataset loader.

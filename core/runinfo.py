@@ -17,7 +17,7 @@ import torch
 from . import store
 from .checkpoint import save_checkpoint
 from .config import RunConfig
-from .metrics import task_metrics
+from .metrics import metric_units, task_metrics
 
 _VERSIONED = ("selective-sharing", "torch", "numpy", "scipy", "scikit-learn", "xarray",
               "netCDF4")
@@ -55,8 +55,8 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
     status = store.read_manifest(run_dir).get("status")
     if not resume:
         raise RunDirError(f"{run_dir} already holds a run (status {status!r}); pass --resume "
-                          "(resume=True in Python) to continue it, or choose another --out "
-                          "(config out=...), or delete the directory to train it again")
+                          "(resume=True in Python) to continue it, --overwrite (overwrite=True) "
+                          "to delete it and train again, or choose another --out (config out=...)")
     return status
 
 
@@ -227,8 +227,13 @@ def adjusted_rand(groups: Any, assignment: np.ndarray) -> float | None:
 def finish_run(trainer: Any) -> None:
     data = trainer.data
     n_params, n_est = trainer.model.count_parameters()
+    metrics = evaluate(trainer)  # only the metrics that apply to the run's task types
+    if data.main_metric not in metrics:  # a main metric no task type has: NaN, as it was
+        metrics[data.main_metric] = np.full(len(data.task_names), np.nan)
     ds = store.encode_metrics(
-        task_names=data.task_names, task_metrics=evaluate(trainer),
+        task_names=data.task_names, task_metrics=metrics, metric_units=metric_units(metrics),
+        method=trainer.cfg.method, seed=trainer.cfg.seed,
+        dataset=str(data.provenance.get("name", data.name)),
         main_metric=data.main_metric, n_parameters=n_params, n_parameters_estimators=n_est,
         n_groups=int(trainer.assignment.max()) + 1, assignment=trainer.assignment,
         wall_time_s=float(trainer.counters["wall_time_s"]),

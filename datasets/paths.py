@@ -1,4 +1,5 @@
-"""Where data files live (DESIGN section 5): no code downloads at run time.
+"""Where data files live (README, "Table 2" lists each dataset's files): no code downloads
+at run time.
 
 The data root is, in order of precedence: the explicit ``data_root`` argument (the scripts'
 ``--data-root``), the environment variable ``SELECTIVE_SHARING_DATA``, then ``../shared/data``

@@ -3,7 +3,7 @@
 ``variant="kang"``: ``n_groups`` groups of tasks; group ``g`` draws a weight direction
 ``w_g ~ N(0, I)``; task ``t`` of group ``g`` uses ``w_t = s_t * w_g + e_t`` with a scale
 ``s_t ~ U(0.5, 1.5)`` and a perturbation ``e_t ~ N(0, task_spread^2 I)``. Related tasks therefore
-share a weight *direction*, not a scale (DESIGN section 3: what cosine distances detect).
+share a weight *direction*, not a scale (what cosine distances detect).
 
 ``variant="overlap"`` (GO-MTL style, Kumar & Daume 2012): ``n_groups`` latent basis tasks
 ``L`` of shape ``(n_features, n_groups)``; each task is a sparse combination ``w_t = L s_t + e_t``
@@ -51,7 +51,7 @@ def load_synthetic(
     ----------
     profile, data_root, allow_substitute
         Unused: the data is generated; both profiles use the same sizes (the prototype in
-        DESIGN section 3 recovered the groups with 50 samples per task; 15 was too noisy).
+        the method's description recovered the groups with 50 samples per task; 15 was too noisy).
     seed : int
         Seeds weights, inputs and noise.
     variant : {"kang", "overlap"}

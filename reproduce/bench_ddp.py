@@ -9,7 +9,7 @@ an ``ss_similarity`` trainer in ``DistributedDataParallel`` on the benchmark's s
 decision on rank 0, broadcast, merge, DDP rebuilt, rank 0's writes) is timed apart and
 amortized over ``--regroup-every`` steps. Rank 0's figures are reported, beside the same
 measurement in one process (one thread) for comparison: what DDP adds to the ratio is the
-difference. Budget: <= 1.05 at T = 40 (DESIGN section 7).
+difference. Budget: <= 1.05 at T = 40 (README, "Performance").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Decision latency of one grouping event (DESIGN section 7: "139 entities in milliseconds").
+"""Decision latency of one grouping event (budget: 139 entities in milliseconds; README, "Performance").
 
 Times ``grouping_event`` (median of ``repeats`` after one warm-up) on random ``(E, 64, 128)``
 summed gradients with planted structure: 5 groups, each a random rank-2 matrix scaled per

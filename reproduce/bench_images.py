@@ -1,4 +1,4 @@
-"""Image throughput and the ss/mtl step ratio with a ResNet-18 trunk (issue 11, DESIGN section 7).
+"""Image throughput and the ss/mtl step ratio with a ResNet-18 trunk (README, "GPU and large data").
 
     python reproduce/bench_images.py [--device cpu|cuda] [--amp none|bf16|fp16]
                                      [--image-size 64] [--batch 64] [--steps 12]
@@ -11,7 +11,7 @@ CelebA) at ``image-size`` x ``image-size``. Two figures:
   same in-memory batches, stepped in turn in one process (the load of a shared machine falls on
   both alike); the grouping event is timed apart and amortized over ``--regroup-every`` steps
   (as ``reproduce/bench.py`` does; merging is switched off so the model keeps its size). Images
-  per second = batch / amortized step time. Budget: <= 1.03 (DESIGN section 7, stated for a
+  per second = batch / amortized step time. Budget: <= 1.03 (the project's budget, stated for a
   GPU; the same figure is printed for the CPU).
 - **streamed reading**: images per second that a ``DataLoader`` with ``--workers`` workers
   decodes from the fixture's JPEG files, alone (no training): whether reading keeps up.

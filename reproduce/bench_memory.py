@@ -1,4 +1,4 @@
-"""Peak memory against dataset size for streamed image data (DESIGN section 7, issue 11).
+"""Peak memory against dataset size for streamed image data (README, "GPU and large data").
 
     python reproduce/bench_memory.py [--sizes 2000 20000] [--image-size 32] [--steps 100]
                                      [--in-memory] [--out results/bench_memory.json]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from selective_sharing.core import scheduler as scheduler_module
 from selective_sharing.core import store
-from selective_sharing.core import train as train_module
+from selective_sharing.core import training as train_module
 from selective_sharing.core.baselines import AffinityRecorder
 from selective_sharing.core.branched import EstimatorStack
 from selective_sharing.core.capture import GradientWindow
@@ -39,7 +39,7 @@ from selective_sharing.core.config import make_config
 from selective_sharing.core.model import estimator_template
 from selective_sharing.core.runinfo import new_manifest
 from selective_sharing.core.scheduler import SharingScheduler
-from selective_sharing.core.train import Trainer
+from selective_sharing.core.training import Trainer
 from selective_sharing.datasets import load_dataset
 
 #: Estimator shapes: representation_dim and estimator_hidden, ~5k and ~500k parameters.

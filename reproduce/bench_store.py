@@ -22,7 +22,7 @@ from selective_sharing.core import store
 from selective_sharing.core.config import make_config
 from selective_sharing.core.grouping import grouping_event
 from selective_sharing.core.store_schema import netcdf_encoding
-from selective_sharing.core.train import train
+from selective_sharing.core.training import train
 
 
 def make_run(

@@ -52,7 +52,7 @@ def run_one(
     dataset: str, method: str, seed: int, profile: str, out: Path, overrides: dict[str, str]
 ) -> dict[str, object]:
     """Train one run into ``out`` and return its table row as a dict."""
-    from selective_sharing.core.train import train
+    from selective_sharing.core.training import train
 
     config = make_config(dataset, method, seed, profile, overrides, out=str(out))
     start, cpu = time.perf_counter(), time.process_time()

@@ -33,7 +33,7 @@ SILHOUETTE_CASES = {"planted 3 groups": {}, "no structure (30 groups of 1)": {"d
 
 def _job(args: tuple[str, str, int, dict]) -> str:
     out, method, seed, overrides = args
-    from selective_sharing.core.train import train
+    from selective_sharing.core.training import train
 
     if Path(out).exists():
         try:

@@ -158,3 +158,226 @@ def test_figure6_numbers_without_saliency(tmp_path_factory):
     assert enough.any()
     np.testing.assert_array_equal(numbers["knn_consistency"].notna(), enough)
     np.testing.assert_array_equal(numbers["probe_score"].notna(), enough)
+
+
+# ----------------------------------------------------------------------------- paper-ready figures
+
+
+def _all_legends(fig) -> list:
+    out = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    return out + [leg for sub in fig.subfigs for leg in _all_legends(sub)]
+
+
+def _titles(fig) -> str:
+    texts = [fig._suptitle.get_text()] if fig._suptitle else []
+    texts += [sub._suptitle.get_text() for sub in fig.subfigs if sub._suptitle]
+    return "\n".join(texts + [ax.get_title() for ax in fig.axes])
+
+
+def _series(ax) -> int:
+    """Data series drawn in ``ax``: lines of more than 2 points (not reference lines) and
+    non-empty collections (scatters, dendrogram links, contours)."""
+    lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 2]
+    return len(lines) + sum(1 for c in ax.collections if len(c.get_paths()) > 0)
+
+
+def check_paper_ready(fig, run_attrs: dict | None = None) -> None:
+    """Labelled axes, colorbars on every image, legends where several series, the run named."""
+    colorbars = [ax._colorbar for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
+    mappables = {id(cb.mappable) for cb in colorbars}
+    has_legend = bool(_all_legends(fig))
+    for ax in fig.axes:
+        if not ax.get_visible() or getattr(ax, "_colorbar", None) is not None:
+            continue
+        if not (ax.images or ax.get_lines() or ax.collections or ax.patches):
+            continue
+        if ax.images:
+            assert all(id(im) in mappables for im in ax.images), f"image without colorbar: {ax}"
+        else:
+            assert ax.get_xlabel() and ax.get_ylabel(), f"unlabelled axes {ax.get_title()!r}"
+        if _series(ax) > 1:
+            assert ax.get_legend() is not None or has_legend, f"no legend: {ax.get_title()!r}"
+    if run_attrs is not None:
+        title = _titles(fig)
+        assert run_attrs["dataset"]["name"] in title
+        assert run_attrs["method"] in title and f"seed {run_attrs['seed']}" in title
+
+
+@pytest.fixture(scope="module")
+def ss_tree(tmp_path_factory):
+    from selective_sharing.analysis import load_run
+
+    return load_run(make_run(tmp_path_factory, "synthetic", "ss_similarity"), activations=False)
+
+
+def test_every_run_figure_is_paper_ready(ss_tree):
+    from selective_sharing.analysis import (
+        plot_event_distances,
+        plot_factor_space,
+        plot_grouping_timeline,
+        plot_learning_curves,
+        plot_loss_around_event,
+        plot_parameter_count,
+    )
+
+    figures = [
+        plot_grouping_timeline(ss_tree),
+        plot_event_distances(ss_tree, 0),
+        plot_factor_space(ss_tree, 0),
+        plot_learning_curves(ss_tree),
+        plot_loss_around_event(ss_tree, 0),
+        plot_parameter_count(ss_tree),
+        plot_threshold_sweep(ss_tree),
+    ]
+    for fig in figures:
+        check_paper_ready(fig, ss_tree.attrs)
+        assert fig.get_layout_engine() is not None  # constrained layout: nothing clipped
+
+
+def test_dendrogram_leaves_label_the_heatmap_columns(ss_tree):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from selective_sharing.analysis import plot_event_distances
+
+    fig = plot_event_distances(ss_tree, 0)
+    FigureCanvasAgg(fig).draw()
+    tree_ax = next(ax for ax in fig.axes if ax.collections and not ax.images)
+    heat_ax = next(ax for ax in fig.axes if ax.images)
+    leaves = [t.get_text() for t in tree_ax.get_xticklabels()]
+    columns = [t.get_text() for t in heat_ax.get_xticklabels()]
+    assert leaves == columns and len(set(leaves)) == len(leaves) > 1
+    np.testing.assert_allclose(tree_ax.get_xticks(), heat_ax.get_xticks())
+    np.testing.assert_allclose(tree_ax.get_xlim(), heat_ax.get_xlim())
+    a, b = tree_ax.get_position(), heat_ax.get_position()
+    np.testing.assert_allclose([a.x0, a.x1], [b.x0, b.x1], atol=1e-6)  # leaves over columns
+
+
+def test_learning_curves_distinct_and_events_marked(ss_tree):
+    from selective_sharing.analysis import plot_learning_curves
+
+    fig = plot_learning_curves(ss_tree)
+    ax = fig.axes[0]
+    curves = [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 2]
+    assert len(curves) == ss_tree["history"].sizes["task"] == 12
+    pairs = {
+        (
+            tuple(
+                np.round(np.atleast_1d(__import__("matplotlib").colors.to_rgba(ln.get_color())), 3)
+            ),
+            ln.get_linestyle(),
+        )
+        for ln in curves
+    }
+    assert len(pairs) == len(curves)
+    events = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 2]
+    assert len(events) == 3  # steps 10, 20, 30
+    assert ax.get_legend() is not None and len(ax.get_legend().texts) == 12
+
+
+def test_parameter_plot_starts_at_zero_and_names_the_drop(ss_tree):
+    from selective_sharing.analysis import plot_parameter_count
+
+    ax = plot_parameter_count(ss_tree).axes[0]
+    assert ax.get_ylim()[0] == 0
+    merged = sum(
+        node.attrs["n_params_before"] != node.attrs["n_params_after"]
+        for node in ss_tree["events"].children.values()
+    )
+    assert merged >= 1
+    assert sum("%" in t.get_text() for t in ax.texts) == merged
+
+
+def test_threshold_sweep_marks_the_cut_within_the_used_distance(ss_tree):
+    from selective_sharing.analysis.events import read_events
+
+    _, decoded = read_events(ss_tree, bins=False)
+    fig = plot_threshold_sweep(ss_tree)
+    ax = fig.axes[0]
+    stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
+    cuts = [(r.threshold, r.n_entities_after) for r, _ in decoded if np.isfinite(r.threshold)]
+    assert cuts and len(stars) == len(cuts)
+    for star, (thr, n) in zip(stars, cuts):
+        assert star.get_xdata()[0] == pytest.approx(thr) and star.get_ydata()[0] == n
+    top = max(
+        max(float(np.max(r.distances[r.chosen_distance])) for r, _ in decoded),
+        *(c for c, _ in cuts),
+    )
+    lo, hi = ax.get_xlim()
+    assert lo == 0 and hi <= top + 1e-9
+    assert {r.chosen_distance for r, _ in decoded} <= set(ax.get_xlabel().split())
+
+
+def test_figure6_is_paper_ready(image_trio):
+    from selective_sharing.analysis import draw_figure6
+
+    numbers = figure6_numbers(image_trio)
+    fig = draw_figure6(image_trio, numbers=numbers, embedding="pca")
+    check_paper_ready(fig)
+    manifest = store.read_manifest(image_trio[0])
+    title = _titles(fig)
+    assert manifest["dataset"]["name"] in title
+    assert all(label in title for label in numbers["label"].unique())
+    # (b): one colorbar per saliency map, titled with every member of its group
+    image_axes = [ax for ax in fig.axes if ax.images]
+    expected = []
+    for run in image_trio:
+        snap = store.read_activations(store.RunPaths(run).activations("final"))
+        a, names = snap["assignment"].values, [str(t) for t in snap["task"].values]
+        expected += [
+            ", ".join(names[t] for t in np.flatnonzero(a == g)) for g in range(a.max() + 1)
+        ]
+    assert [ax.get_title().replace("\n", " ") for ax in image_axes] == expected
+    bars = [ax for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
+    assert len(bars) == len(image_axes)
+    # the midline is explained: a legend entry for the region contours
+    assert any("region" in t.get_text() for leg in _all_legends(fig) for t in leg.texts)
+    # (c): error bars from the spread over tasks
+    from matplotlib.container import ErrorbarContainer
+
+    numbers_axes = [ax for ax in fig.axes if ax.patches]
+    assert len(numbers_axes) == 3
+    for ax in numbers_axes:
+        assert any(isinstance(c, ErrorbarContainer) for c in ax.containers)
+
+
+def _overlaps(fig) -> list[tuple[str, str]]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    texts = []
+    for ax in fig.axes:
+        # the ticks drawn: get_xticklabels() also lists labels outside the view, never placed
+        drawn = [*ax.xaxis._update_ticks(), *ax.yaxis._update_ticks()]
+        labels = [t for tick in drawn for t in (tick.label1, tick.label2) if t.get_visible()]
+        for t in [*labels, ax.title, ax.xaxis.label, ax.yaxis.label]:
+            if t.get_visible() and t.get_text():
+                texts.append((t.get_text(), t.get_window_extent(renderer).shrunk(0.95, 0.9)))
+    heads = [f._suptitle for f in (fig, *fig.subfigs) if f._suptitle]
+    texts += [(t.get_text(), t.get_window_extent(renderer).shrunk(0.95, 0.9)) for t in heads]
+    return [
+        (a, b)
+        for i, (a, box_a) in enumerate(texts)
+        for b, box_b in texts[i + 1 :]
+        if box_a.overlaps(box_b)
+    ]
+
+
+def test_figure6_for_ten_runs_scales_and_stays_legible(image_trio):
+    from selective_sharing.analysis import draw_figure6, load_run
+
+    numbers3 = figure6_numbers(image_trio)
+    trees, frames = [], []
+    for k in range(10):
+        tree = load_run(image_trio[k % 3]).copy()
+        tree.attrs["seed"] = k
+        trees.append(tree)
+        part = numbers3[numbers3["run"] == str(image_trio[k % 3])].copy()
+        part["label"] = part["method"] + f"/seed{k}"
+        frames.append(part)
+    fig = draw_figure6(trees, numbers=pd.concat(frames), embedding="pca")
+    width, height = fig.get_size_inches() * fig.dpi
+    assert width == pytest.approx(7.0 * fig.dpi)  # double column
+    assert 10 * 1.5 * fig.dpi < height < 10 * 2.6 * fig.dpi  # grows per run, bounded
+    assert _overlaps(fig) == []
+    sizes = [t.get_fontsize() for ax in fig.axes for t in ax.get_xticklabels() if t.get_text()]
+    assert min(sizes) >= 5  # points, printed at 7 in

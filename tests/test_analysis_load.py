@@ -150,3 +150,112 @@ def test_replay_report_repr_is_one_line(tmp_path):
     text = repr(replay(run))
     assert "\n" not in text and len(text) < 300
     assert text.startswith("ReplayReport(run=") and "matched=True" in text
+
+
+# ----------------------------------------------------------------------------- coordinates, units
+
+
+def _members(assignment, names, n):
+    return ["/".join(t for t, a in zip(names, assignment) if a == e) for e in range(n)]
+
+
+def test_every_file_of_a_training_run_labels_its_dims(runs):
+    import numpy as np
+
+    run = runs[0]
+    names = store.read_manifest(run)["task_names"]
+    events = [store.read_event(p) for p in store.list_events(run)]
+    assert len(events) >= 2
+    for ev in events:
+        n_e = ev.sizes["entity"]
+        for dim in ("entity", "entity_other", "row", "col", "factor", "cluster", "bin", "sketch"):
+            assert ev[dim].values.tolist() == list(range(ev.sizes[dim])), dim
+        assert ev["task"].values.tolist() == names == ev["task_other"].values.tolist()
+        members = _members(ev["assignment_before"].values, names, n_e)
+        assert ev["entity_tasks"].values.tolist() == members
+        assert all(members)  # in a training run every entity holds a task
+        assert set(ev["distance"].values) == set(ev["silhouettes"]["distance"].values)
+        assert ev.sizes["cluster"] == int(ev.attrs["kmeans_k"])
+    # entities shrink as tasks merge: each event's entity labels follow its own partition
+    assert [e.sizes["entity"] for e in events] == [int(e.attrs["n_entities_before"])
+                                                  for e in events]
+    history, metrics = store.read_history(run), store.read_metrics(run)
+    assert history["task"].values.tolist() == names and history["step"].dtype == np.int64
+    assert metrics["task"].values.tolist() == names
+    [final] = [store.read_activations(p) for p in store.list_activations(run)]
+    n_e = final.sizes["entity"]
+    assert final["entity"].values.tolist() == list(range(n_e))
+    assert final["entity_tasks"].values.tolist() == _members(final["assignment"].values, names,
+                                                             n_e)
+    assert final["probe"].dtype == np.int64 and final["task"].values.tolist() == names
+
+
+def test_training_run_metrics_record_method_seed_dataset_and_units(runs):
+    for run, method in zip(runs, ("ss_similarity", "mtl")):
+        m = store.read_metrics(run)
+        assert m.attrs["method"] == method and int(m.attrs["seed"]) == 0
+        assert m.attrs["dataset"] == "synthetic" and m.attrs["variant"] == "synthetic"
+        assert "units" not in m["partition"].attrs
+        tree = load_run(run, events=False, activations=False)
+        assert tree["metrics"].attrs["method"] == method
+
+
+def test_classification_run_stores_only_its_metrics(tmp_path_factory):
+    import numpy as np
+    from test_analysis_runs import IMAGE_DATASET
+
+    run = make_run(tmp_path_factory, IMAGE_DATASET, "ss_similarity")
+    m = store.read_metrics(run)
+    task_metrics = {n for n, v in m.data_vars.items() if v.attrs.get("role") == "task_metric"}
+    assert task_metrics == {"accuracy"}
+    assert not [n for n, v in m.data_vars.items() if v.dtype.kind == "f" and np.isnan(v).all()]
+    assert m["accuracy"].attrs["units"] == "1" and m.attrs["dataset"] == IMAGE_DATASET
+    [final] = [store.read_activations(p) for p in store.list_activations(run)]
+    assert final["region"].values.tolist() == list(range(final.sizes["region"]))
+    assert "units" not in final["task_region"].attrs
+    # combined with a regression run, a metric a run lacks reads as not applicable (NaN)
+    synthetic = make_run(tmp_path_factory, "synthetic", "mtl")
+    combined = load_runs([run, synthetic])["metrics"].to_dataset()
+    assert combined["rmse"].sel(run=str(run)).isnull().all()
+    assert combined["accuracy"].sel(run=str(synthetic)).isnull().all()
+    assert combined["main"].notnull().all()
+
+
+def test_school_explained_variance_is_in_percent(tmp_path):
+    from selective_sharing.core import make_config, train
+
+    cfg = make_config("school", "mtl", 0, overrides={"train.steps": 3, "train.threads": 1},
+                      out=str(tmp_path / "school"))
+    m = store.read_metrics(train(cfg, progress=False))
+    assert m.attrs["main_metric"] == "explained_variance"
+    assert m["explained_variance"].attrs["units"] == "%" == m["main"].attrs["units"]
+    assert "accuracy" not in m and "ndcg" not in m and "spearman" not in m
+
+
+def _rewrite_as_old_format(run):
+    """Rewrite every NetCDF file of ``run`` as the code before coordinates wrote it."""
+    from test_store import old_format
+
+    for path in sorted(run.rglob("*.nc")):
+        old = old_format(store.open_store_dataset(path))
+        if old.attrs["store_kind"] == "metrics":
+            old.attrs = {k: v for k, v in old.attrs.items() if k not in ("method", "seed", "dataset")}
+        store.atomic_write_dataset(path, old)
+
+
+def test_old_format_run_still_loads_replays_and_combines(runs, tmp_path):
+    from selective_sharing.analysis import replay
+
+    old = _broken_copy(runs[0], tmp_path, "old_format")
+    _rewrite_as_old_format(old)
+    event = store.read_event(store.list_events(old)[0])
+    assert "entity" not in event.coords and "row" not in event.coords
+    assert "method" not in store.read_metrics(old).attrs
+    tree = load_run(old)
+    assert set(tree.children) == {"history", "metrics", "events", "activations"}
+    lazy = load_run(old, lazy=True)
+    xr.testing.assert_identical(lazy["events"]["event_000000"].to_dataset().load(), event)
+    report = replay(old)
+    assert report.matched and report.groups() == replay(runs[0]).groups()
+    combined = load_runs([old, runs[1]])
+    assert combined.attrs["failed"] == {} and combined["metrics"].sizes["run"] == 2

@@ -1,4 +1,4 @@
-"""analysis/ works in a process where ``import torch`` raises (DESIGN section 2, issue 4 item 6).
+"""analysis/ works in a process where ``import torch`` raises (issue 4 item 6).
 
 Each test runs a script in a fresh interpreter whose first act is to put a meta-path finder in
 front of every other that refuses ``torch`` and its submodules. The script prints JSON with its

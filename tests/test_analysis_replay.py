@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from selective_sharing.analysis import load_run, replay, sweep_thresholds
 from selective_sharing.analysis.events import join_partitions
+from selective_sharing.analysis.replay import IgnoredOverrideWarning
 from selective_sharing.core import store
 from selective_sharing.core.grouping import ConfigError
 from test_analysis_runs import IMAGE_DATASET, SS_METHODS, make_run
@@ -185,3 +186,111 @@ def test_reading_events_without_bins_decodes_the_same_decisions(syn_similarity):
     assert "bins" not in store.read_event(path, bins=False).variables
     with pytest.raises(store.StoreError, match="missing \\['bins'\\]"):
         store.decode_event(store.read_event(path, bins=False))  # bins asked for, not read
+
+
+# ----------------------------------------------------------------------------- ignored overrides
+
+# A value per GroupingConfig field that would change the partitions if the field were used.
+ALTERNATIVES = {
+    "distance": ["cosine", "subspace"],
+    "auto_candidates": [("subspace", "cosine"), ("subspace",)],
+    "rank": [1, 2],
+    "threshold": [0.0, 0.5, 2.0],
+    "min_silhouette": [1.0, -1.0],
+    "kmeans_max_k": [2, 3],
+    "seed": [7],
+    "max_group_size": [1, 2],
+    "min_groups": [5],
+    "patience": [3],
+    "strategy": ["variance"],
+}
+
+
+def _partitions(report):
+    return [(e.result.proposed.tolist(), e.result.assignment_after.tolist()) for e in report.events]
+
+
+def test_usage_declarations_name_real_fields():
+    import dataclasses
+
+    from selective_sharing.core.grouping import DISTANCES, GroupingConfig
+    from selective_sharing.core.grouping import registry as reg
+
+    fields = {f.name for f in dataclasses.fields(GroupingConfig)}
+    assert set(ALTERNATIVES) == fields  # the test below covers every field
+    assert reg.EVENT_FIELDS <= fields and reg.MEMBERSHIP_FIELDS <= fields
+    for name in ("similarity", "variance", "kmeans"):  # every built-in strategy is declared
+        use = reg.STRATEGY_USES[name]
+        assert use.fields <= fields, name
+        assert use.inputs <= {"distances", "membership", "factors"}, name
+    for name in ("cosine", "subspace"):
+        assert name in DISTANCES and reg.DISTANCE_USES[name] <= fields
+    assert {f"ss_{s}" for s in reg.STRATEGY_USES} >= set(SS_METHODS)
+
+
+@pytest.mark.parametrize("method", SS_METHODS)
+@pytest.mark.parametrize(
+    "base", [{}, {"distance": "cosine"}, {"threshold": 0.5}], ids=["stored", "cosine", "fixed"]
+)
+def test_declared_unused_fields_change_no_partition(tmp_path_factory, method, base):
+    """Every field the declaration calls unused, changed, leaves every partition as it was."""
+    import warnings
+
+    from selective_sharing.analysis.events import grouping_config, read_events
+    from selective_sharing.core.grouping.registry import config_fields_used
+
+    run = make_run(tmp_path_factory, "synthetic", method)
+    _, decoded = read_events(run, bins=False)
+    stored = grouping_config(decoded[0][1]["grouping_config"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IgnoredOverrideWarning)
+        for chain in (False, True):
+            want = _partitions(replay(run, chain=chain, **base))
+            config = dataclasses_replace(stored, **base)
+            used = config_fields_used(config)
+            assert used is not None and "strategy" in used
+            for name in sorted(set(ALTERNATIVES) - used):
+                for value in ALTERNATIVES[name]:
+                    got = replay(run, chain=chain, **{**base, name: value})
+                    assert _partitions(got) == want, (method, base, name, value, chain)
+                    assert name in got.ignored
+
+
+def dataclasses_replace(config, **changes):
+    import dataclasses
+
+    if "auto_candidates" in changes:
+        changes["auto_candidates"] = tuple(changes["auto_candidates"])
+    return dataclasses.replace(config, **changes)
+
+
+def test_ignored_threshold_warns_naming_the_strategy(tmp_path_factory):
+    run = make_run(tmp_path_factory, "synthetic", "ss_kmeans")
+    with pytest.warns(IgnoredOverrideWarning) as caught:
+        report = replay(run, threshold=0.3)
+    (w,) = caught
+    message = str(w.message)
+    assert "strategy 'kmeans'" in message and "threshold=0.3" in message
+    assert "uses only kmeans_max_k, max_group_size, min_groups, patience, rank, seed" in message
+    assert w.filename == __file__  # points at the caller
+    assert report.ignored == ("threshold",) and report.matched  # = the run as recorded
+    with pytest.warns(IgnoredOverrideWarning, match="flat line") as caught:
+        df = sweep_thresholds(run, [0.0, 0.5, 2.0])
+    assert len(caught) == 1  # once per sweep, not per threshold
+    assert df.groupby("event").n_groups.nunique().eq(1).all()
+
+
+def test_min_silhouette_is_ignored_under_a_fixed_threshold(syn_similarity):
+    with pytest.warns(IgnoredOverrideWarning, match="'similarity'.*min_silhouette"):
+        report = replay(syn_similarity, threshold=0.5, min_silhouette=0.9)
+    assert report.ignored == ("min_silhouette",)
+
+
+def test_used_overrides_do_not_warn(syn_similarity):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IgnoredOverrideWarning)
+        assert replay(syn_similarity, threshold=0.5).ignored == ()
+        replay(syn_similarity, min_silhouette=0.3, distance="cosine")
+        sweep_thresholds(syn_similarity, [0.2, 0.4])

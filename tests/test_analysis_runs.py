@@ -57,7 +57,7 @@ def make_run(tmp_path_factory: pytest.TempPathFactory, dataset: str, method: str
     key = (dataset, method)
     if key not in _CACHE:
         from selective_sharing.core.config import make_config
-        from selective_sharing.core.train import train
+        from selective_sharing.core.training import train
 
         out = tmp_path_factory.getbasetemp() / "analysis_runs" / f"{dataset}_{method}"
         config = make_config(dataset, method, 0, overrides=OVERRIDES[dataset], out=str(out))

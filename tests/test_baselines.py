@@ -12,7 +12,7 @@ from selective_sharing.core.config import ConfigError
 from selective_sharing.core.grouping.affinity import (_partitions, agglomerate, exhaustive,
                                                       partition_score, random_partition)
 from selective_sharing.core.grouping.partition import canonical, group_sizes
-from selective_sharing.core.train import train
+from selective_sharing.core.training import train
 
 
 def _blocks(sizes, strength=1.0, seed=0):

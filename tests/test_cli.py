@@ -93,3 +93,19 @@ def test_reproduce_scripts_run_through_the_command():
     proc = _cli("table2", "--help")
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout and "--profile" in proc.stdout
+
+
+def test_train_refuses_an_existing_run_unless_overwrite(tmp_path, capsys):
+    args = ["train", "--dataset", "synthetic", "--out", str(tmp_path / "run"), "--no-progress",
+            "--set", "train.steps=30", "--set", "warmup_steps=20"]
+    cli(args)
+    first = (tmp_path / "run" / "manifest.json").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        cli(args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: RunDirError: ") and "--overwrite (overwrite=True)" in err
+    assert (tmp_path / "run" / "manifest.json").read_text() == first  # refused: nothing lost
+    cli([*args, "--overwrite"])
+    assert (tmp_path / "run" / "manifest.json").read_text() != first

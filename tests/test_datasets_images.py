@@ -8,7 +8,7 @@ from selective_sharing.datasets import load_dataset
 from selective_sharing.datasets.mnist_context import mnist_5k
 from selective_sharing.datasets.shapes_context import COLOURS, RADII
 
-# Independent restatement of the task definitions (module docstring / DESIGN section 5).
+# Independent restatement of the task definitions (the loaders' module docstrings).
 DEFINITIONS = {
     "even": {0, 2, 4, 6, 8},
     "ge5": {5, 6, 7, 8, 9},

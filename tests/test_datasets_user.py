@@ -127,7 +127,7 @@ def test_from_arrays_round_trip_with_explicit_test_split():
     assert data.tasks[1].n_classes == 3 and data.groups.tolist() == [0, 1]
     prov = data.provenance
     assert (
-        prov["variant"] == "real" and prov["source"] == "user arrays" and len(prov["sha256"]) == 64
+        prov["variant"] == "user" and prov["source"] == "user arrays" and len(prov["sha256"]) == 64
     )
     again = from_arrays(
         x,

@@ -16,7 +16,7 @@ import xarray as xr
 from selective_sharing.core import BranchedModel, SharingScheduler, make_config, store, task_losses
 from selective_sharing.core.config import ConfigError
 from selective_sharing.core.devices import DeviceError, Precision, resolve_device
-from selective_sharing.core.train import train
+from selective_sharing.core.training import train
 from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
@@ -117,7 +117,7 @@ def test_bf16_autocast_finds_fp32_groups_with_a_window_within_tolerance(tmp_path
 
 
 def test_bf16_one_step_capture_within_tolerance(tmp_path):
-    from selective_sharing.core.train import Trainer
+    from selective_sharing.core.training import Trainer
     from selective_sharing.datasets import load_dataset
 
     data = load_dataset("synthetic", seed=0)

@@ -1,5 +1,5 @@
-"""The pure grouping module imports and runs with torch unavailable (DESIGN section 2: the
-``core.grouping`` wall), so analysis/ can replay decisions on a machine without torch."""
+"""The pure grouping module imports and runs with torch unavailable (the ``core.grouping``
+wall), so analysis/ can replay decisions on a machine without torch."""
 
 from __future__ import annotations
 

@@ -92,3 +92,13 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_test_one() -> None:
 def test_pyproject_keeps_a_normal_torch_range() -> None:
     torch_req = [r for r in PYPROJECT["project"]["dependencies"] if r.startswith("torch")]
     assert torch_req == ["torch>=2.2"]
+
+
+def test_shipped_code_does_not_cite_the_unshipped_design_notes() -> None:
+    """Docstrings point to what ships (the README, the code), not to DESIGN.md, which does not."""
+    tops = ("core", "analysis", "datasets", "reproduce", "tests")
+    cited = [f"{p.relative_to(ROOT)}:{i}" for top in tops
+             for p in sorted((ROOT / top).rglob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if "DESIGN" in line and p.name != "test_packaging.py"]
+    assert cited == []

@@ -51,6 +51,24 @@ EVENT_DIMS = {
 }
 
 
+# Variables holding categorical values (ids, indices) or flags: written without units.
+CATEGORICAL = {
+    "assignment_before",
+    "assignment_after",
+    "kmeans_labels",
+    "proposed",
+    "parent",
+    "degenerate",
+    "assignment",
+    "partition",
+    "probe",
+    "label_mask",
+    "region_masks",
+    "task_region",
+    "object_masks",
+}
+
+
 def _spiky(rng: np.random.Generator, shape: tuple, dtype: str) -> np.ndarray:
     """Random floats with NaN, +-inf, -0.0 and a subnormal planted: exactness must cover them."""
     a = rng.standard_normal(shape).astype(dtype)
@@ -452,9 +470,9 @@ def test_every_file_opens_with_plain_xarray_in_a_fresh_process(tmp_path):
     assert out.pop("imported") == []
     for info in out.values():
         assert info["version"] == SCHEMA_VERSION
-        assert info["attrs"] and all(
-            {"units", "description"} <= set(a) for a in info["attrs"].values()
-        )
+        assert info["attrs"] and all("description" in a for a in info["attrs"].values())
+        for name, attrs in info["attrs"].items():  # categorical, index, flag: no units (CF)
+            assert ("units" in attrs) == (name not in CATEGORICAL), name
     event = out[str(store.list_events(tmp_path)[0])]
     assert set(event["dims"]) == EVENT_DIMS
     assert event["dtypes"]["degenerate"] == "bool" and event["dtypes"]["summed"] == "float32"
@@ -601,3 +619,191 @@ def test_chunks_fit_the_shape_and_the_byte_budget(shape, itemsize):
     assert int(np.prod(chunks)) * itemsize <= max(store_schema.CHUNK_BYTES, itemsize)
     if int(np.prod(shape)) * itemsize <= store_schema.CHUNK_BYTES:
         assert chunks == tuple(shape)
+
+
+# ----------------------------------------------------------------------------- coordinates, units
+
+
+def test_event_coordinates_label_entities_and_positions():
+    result, meta = make_event(np.random.default_rng(15), E=4, R=3, C=5, T=6, r=2, K=3)
+    ds = store.encode_event(result, **meta)
+    assert set(ds.coords) == EVENT_DIMS | {"entity_tasks", "entity_other_tasks"}
+    positions = {"entity": 4, "entity_other": 4, "row": 3, "col": 5, "factor": 2, "cluster": 3,
+                 "bin": 4, "sketch": 8}
+    for dim, n in positions.items():
+        coord = ds[dim]
+        assert coord.dtype == np.int64 and coord.values.tolist() == list(range(n)), dim
+        assert coord.attrs["description"] and "units" not in coord.attrs, dim
+    names = meta["task_names"]
+    members = [
+        "/".join(t for t, a in zip(names, result.assignment_before) if a == e) for e in range(4)
+    ]
+    assert ds["entity_tasks"].values.tolist() == members
+    assert ds["entity_other_tasks"].values.tolist() == members
+    assert ds["entity_tasks"].dims == ("entity",)
+    # the entity coordinate is the value assignment_before holds: a task's entity by label
+    entity = int(ds["assignment_before"].sel(task="task_2"))
+    assert "task_2" in str(ds["entity_tasks"].sel(entity=entity).values).split("/")
+    assert bit_equal(ds["membership"].sel(entity=entity).values, result.membership[entity])
+    assert ds["distances"].sel(distance="cosine", entity=1, entity_other=2) == \
+        result.distances["cosine"][1, 2]
+
+
+def test_activation_coordinates_label_entities_and_regions():
+    ds = activations_dataset(np.random.default_rng(16), ["a", "b", "c"])
+    a = ds["assignment"].values
+    assert ds["entity"].values.tolist() == [0, 1, 2] and ds["region"].values.tolist() == [0, 1]
+    assert ds["entity_tasks"].values.tolist() == [
+        "/".join(t for t, g in zip("abc", a) if g == e) for e in range(3)
+    ]
+    assert "units" not in ds["entity"].attrs and ds["region"].attrs["description"]
+    bare = activations_dataset(np.random.default_rng(16), ["a", "b"], full=False)
+    assert "entity" not in bare.coords and "region" not in bare.coords
+
+
+def test_spec_units_marker_and_categorical_variables(tmp_path):
+    assert store_schema._table("x (a) int64 [-]\n    d")["x"].units is None
+    assert store_schema._table("x (a) int64 [%]\n    d")["x"].units == "%"
+    tables = (
+        store.EVENT_VARS,
+        store.HISTORY_VARS,
+        store.METRICS_VARS,
+        store.ACTIVATION_VARS,
+        store_schema.AFFINITY_VARS,
+    )
+    assert {n for t in tables for n, spec in t.items() if spec.units is None} == CATEGORICAL
+    encode_all(tmp_path, np.random.default_rng(17))
+    read = [
+        store.read_event(store.list_events(tmp_path)[0]),
+        store.read_history(tmp_path),
+        store.read_metrics(tmp_path),
+        store.read_activations(store.list_activations(tmp_path)[0]),
+    ]
+    for ds in read:
+        for name, var in ds.data_vars.items():
+            assert ("units" in var.attrs) == (name not in CATEGORICAL), name
+        for name, coord in ds.coords.items():  # only the step coordinate is a quantity
+            assert ("units" in coord.attrs) == (name == "step"), name
+
+
+def test_metric_units_percent_for_explained_variance_and_main_follows_the_main_metric():
+    from selective_sharing.core.metrics import METRIC_UNITS, metric_units, task_metrics
+
+    rng = np.random.default_rng(18)
+    y = rng.normal(size=40)
+    pred = (y + 0.3 * rng.normal(size=40))[:, None]
+    t_idx = np.repeat([0, 1], 20)
+    school_like = task_metrics(pred, y, t_idx, ["regression"] * 2, [1, 1])
+    assert set(school_like) == {"rmse", "explained_variance"}
+    ds = store.encode_metrics(**{
+        **_metrics_kwargs(),
+        "task_metrics": school_like,
+        "main_metric": "explained_variance",
+        "metric_units": metric_units(school_like),
+    })
+    assert ds["explained_variance"].attrs["units"] == "%" == ds["main"].attrs["units"]
+    assert ds["rmse"].attrs["units"] == "1"
+    assert METRIC_UNITS["explained_variance"] == "%" and set(METRIC_UNITS) == {
+        "rmse", "explained_variance", "accuracy", "ndcg", "spearman"
+    }
+    acc = store.encode_metrics(**{**_metrics_kwargs(), "metric_units": {"accuracy": "1"}})
+    assert acc["main"].attrs["units"] == "1" and "units" not in acc["partition"].attrs
+
+
+@pytest.mark.parametrize(
+    ("types", "expected"),
+    [
+        (["binary", "multiclass"], ("accuracy",)),
+        (["regression"], ("rmse", "explained_variance")),
+        (["rank"], ("rmse", "ndcg", "spearman")),
+        (["regression", "binary"], ("rmse", "explained_variance", "accuracy")),
+    ],
+)
+def test_task_metrics_hold_only_the_metrics_of_the_task_types(types, expected):
+    from selective_sharing.core.metrics import applicable_metrics, task_metrics
+
+    assert applicable_metrics(types) == expected
+    rng = np.random.default_rng(19)
+    t_idx = np.repeat(np.arange(len(types)), 10)
+    y = np.where(np.isin(t_idx, [i for i, t in enumerate(types) if t in ("binary", "multiclass")]),
+                 rng.integers(0, 2, t_idx.size), rng.normal(size=t_idx.size))
+    pred = rng.normal(size=(t_idx.size, 2))
+    out = task_metrics(pred, y, t_idx, types, [2 if t == "multiclass" else 1 for t in types])
+    assert tuple(out) == expected
+    assert all(np.isfinite(v).any() for v in out.values())  # none is all-NaN
+
+
+def test_metrics_record_method_seed_and_dataset(tmp_path):
+    ds = store.encode_metrics(
+        **_metrics_kwargs(), method="ss_similarity", seed=np.int64(3), dataset="school"
+    )
+    store.write_metrics(tmp_path, ds)
+    back = store.read_metrics(tmp_path)
+    assert (back.attrs["method"], int(back.attrs["seed"]), back.attrs["dataset"]) == (
+        "ss_similarity",
+        3,
+        "school",
+    )
+    assert back.attrs["variant"] == "real"
+    assert not {"method", "seed", "dataset"} & set(store.encode_metrics(**_metrics_kwargs()).attrs)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        store.encode_metrics(**_metrics_kwargs(), seed=1.5)
+
+
+_NEW_COORDS = store_schema.OPTIONAL_COORDS
+
+
+def old_format(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` as the code before coordinates and unit-less categories wrote it: no entity or
+    position coordinates, ``units="1"`` on every data variable."""
+    old = ds.copy(deep=True).drop_vars([c for c in ds.coords if c in _NEW_COORDS])
+    for var in old.data_vars.values():
+        var.attrs.setdefault("units", "1")
+    return old
+
+
+def test_old_format_files_without_coordinates_still_read_and_decode(tmp_path):
+    rng = np.random.default_rng(20)
+    result, meta = make_event(rng)
+    new = store.encode_event(result, **meta)
+    old = old_format(new)
+    assert not _NEW_COORDS & set(old.coords) and "entity" in old.dims
+    path = store.atomic_write_dataset(store.RunPaths(tmp_path).event(meta["index"]), old)
+    back = store.read_event(path)  # checksums (of the old content) verify
+    xr.testing.assert_identical(back, old)
+    decoded, decoded_meta = store.decode_event(back)
+    assert_same_event(decoded, result)
+    assert_same_meta(decoded_meta, meta)
+    xr.testing.assert_identical(store.encode_event(decoded, **decoded_meta), new)
+    acts = old_format(activations_dataset(rng, meta["task_names"]))
+    acts_path = store.atomic_write_dataset(tmp_path / "activations" / "final.nc", acts)
+    xr.testing.assert_identical(store.read_activations(acts_path), acts)
+
+
+def test_checksums_cover_the_coordinates(tmp_path):
+    import netCDF4
+
+    result, meta = make_event(np.random.default_rng(21))
+    path = store.write_event(tmp_path, store.encode_event(result, **meta))
+    with netCDF4.Dataset(path, "a") as nc:
+        nc["row"][0] = 99
+    with pytest.raises(StoreError, match="checksum mismatch in variable 'row'"):
+        store.read_event(path)
+
+
+def test_resumed_run_accepts_its_older_event_files_without_coordinates(tmp_path):
+    """A run started before the coordinates existed and resumed now re-creates the events after
+    its checkpoint: an older file holding the same event is kept, a different one still raises."""
+    result, meta = make_event(np.random.default_rng(22))
+    new = store.encode_event(result, **meta)
+    path = store.atomic_write_dataset(store.RunPaths(tmp_path).event(meta["index"]),
+                                      old_format(new))
+    before = path.stat()
+    assert store.write_event(tmp_path, new) == path
+    after = path.stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    changed = EventResult(**{**result.__dict__, "threshold": 0.5})
+    with pytest.raises(StoreError, match="differs"):
+        store.write_event(tmp_path, store.encode_event(changed, **meta))
+    with pytest.raises(StoreError, match="attr step"):
+        store.write_event(tmp_path, store.encode_event(result, **dict(meta, step=1)))

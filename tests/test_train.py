@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from selective_sharing.core import make_config, store
-from selective_sharing.core.train import train
+from selective_sharing.core.training import train
 
 SMALL = {"train.steps": 60, "warmup_steps": 20, "regroup_every": 10, "patience": 1,
          "samples_per_task": 40}
@@ -39,7 +39,7 @@ def test_store_files_are_plain_netcdf_with_named_dims_units_descriptions(tmp_pat
         "    ds = xr.open_dataset(p)\n"
         "    assert 'schema_version' in ds.attrs, p\n"
         "    for v in ds.data_vars.values():\n"
-        "        assert v.attrs.get('units') and v.attrs.get('description'), (p, v.name)\n"
+        "        assert v.attrs.get('units', '-') and v.attrs.get('description'), (p, v.name)\n"
         "        assert all(not d.startswith('dim_') for d in v.dims), (p, v.name)\n"
         "print('ok', len(sys.argv) - 1)\n")
     out = subprocess.run([sys.executable, "-c", code, *map(str, files)], capture_output=True,
@@ -88,7 +88,7 @@ def test_resume_after_kill_gives_identical_events_and_metrics(tmp_path) -> None:
         "sys.path.insert(0, %r)\n"
         "from test_train import SMALL, _KillAfterSecondEvent\n"
         "from selective_sharing.core import make_config\n"
-        "from selective_sharing.core.train import train\n"
+        "from selective_sharing.core.training import train\n"
         "cfg = make_config('synthetic', 'ss_similarity', 0, overrides=SMALL, out=%r)\n"
         "train(cfg, progress=False, callbacks=[_KillAfterSecondEvent()])\n"
     ) % (str(Path(__file__).parent), str(killed))
@@ -120,6 +120,42 @@ def test_existing_run_needs_resume_and_missing_run_cannot_resume(tmp_path) -> No
         train(cfg2, progress=False, resume=True)
 
 
+def test_overwrite_deletes_the_run_and_trains_it_again(tmp_path) -> None:
+    run = _run(tmp_path, "a")
+    first = store.read_manifest(run)
+    events = sorted(p.name for p in (run / "events").iterdir())
+    (run / "notes.txt").write_text("mine")  # a file the store does not own stays
+    (run / "events" / "event_000099.nc").write_bytes(b"stale")  # gone with the old run
+    cfg = make_config("synthetic", "ss_similarity", 0, overrides=SMALL, out=str(run))
+    with pytest.raises(RuntimeError, match="--overwrite \\(overwrite=True\\)"):
+        train(cfg, progress=False)
+    with pytest.raises(ValueError, match="resume=True and overwrite=True contradict"):
+        train(cfg, progress=False, resume=True, overwrite=True)
+    assert train(cfg, progress=False, overwrite=True) == run
+    second = store.read_manifest(run)
+    assert second["status"] == "complete" and second["created"] > first["created"]
+    assert not (run / "events" / "event_000099.nc").exists()
+    assert (run / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (run / "events").iterdir()) == events
+
+
+def test_core_train_is_the_function_with_its_signature_and_docs() -> None:
+    """``help(selective_sharing.core.train)`` documents the function, not a module with
+    ``(*args, **kwargs)``, even after the implementation module was imported."""
+    code = ("import inspect, pydoc\n"
+            "import selective_sharing.core as core\n"
+            "import selective_sharing.core.training\n"
+            "print(inspect.isfunction(core.train), list(inspect.signature(core.train).parameters))\n"
+            "print(pydoc.render_doc(core.train, renderer=pydoc.plaintext))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    first, doc = out.split("\n", 1)
+    assert first == ("True ['config', 'data', 'model', 'resume', 'overwrite', 'progress', "
+                     "'callbacks']")
+    assert "train(config: 'RunConfig'" in doc and "Train one run and write its store" in doc
+    assert "overwrite : bool" in doc and "function train in module" in doc.split("\n", 1)[0]
+
+
 @pytest.mark.parametrize("method", ["stl", "mtl", "mtl_full", "ss_variance", "ss_kmeans"])
 def test_every_method_trains_and_records(tmp_path, method) -> None:
     run = _run(tmp_path, method, method=method)
@@ -146,7 +182,7 @@ def _train_in_subprocess(out: Path, threads: int, *, kill: bool = False,
             f"assert torch.get_num_threads() == {threads}, torch.get_num_threads()\n"
             "from test_train import SMALL, _KillAfterSecondEvent\n"
             "from selective_sharing.core import make_config\n"
-            "from selective_sharing.core.train import train\n"
+            "from selective_sharing.core.training import train\n"
             f"cfg = make_config('synthetic', 'ss_similarity', 0, overrides=SMALL, out={str(out)!r})\n"
             f"train(cfg, progress=False, callbacks={'[_KillAfterSecondEvent()]' if kill else '()'})\n"
         )

@@ -1,4 +1,5 @@
-"""Pure grouping decision rule (DESIGN section 3, steps 4-7): numpy, scipy and scikit-learn only.
+"""Pure grouping decision rule (README, "What a run does", steps 1-3): numpy, scipy and
+scikit-learn only.
 
 No torch, no file I/O: core/ calls :func:`grouping_event` during training and analysis/ replays
 it from the stored inputs. Distances and strategies live in explicit name -> function registries

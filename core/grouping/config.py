@@ -1,4 +1,4 @@
-"""Configuration of the pure grouping pipeline (DESIGN section 3, steps 5-7).
+"""Configuration of the pure grouping pipeline (README, "What a run does", steps 1-3).
 
 Pure: imports numpy only. Validation happens in ``__post_init__`` so a bad value fails when the
 config is built, seconds before any training, with the field, the value and the allowed values.

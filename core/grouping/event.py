@@ -1,4 +1,5 @@
-"""One grouping event (DESIGN section 3, steps 5-7), from the summed window to the new partition.
+"""One grouping event (README, "What a run does", steps 1-3): from the summed window to the
+new partition.
 
 ``factorize -> distances -> silhouette-best cut per distance -> choice -> pooled k-means ->
 strategy -> guards -> hysteresis -> new assignment``. Pure and deterministic: the same inputs give

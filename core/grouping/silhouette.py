@@ -260,3 +260,30 @@ def _best_cut(
     m = best[1]
     height = 0.5 * (float(linkage_matrix[m - 1, 2]) + float(linkage_matrix[m, 2]))
     return labels_after_merges(linkage_matrix, n, m), float(best[0]), height
+
+
+def cut_scores(
+    distances: np.ndarray,
+    linkage_matrix: np.ndarray,
+    *,
+    min_groups: int = 1,
+    max_group_size: int | None = None,
+    sizes: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every candidate cut that :func:`best_cut` chooses among, for explaining its choice.
+
+    Returns ``(n_groups (m,), silhouettes (m,), heights (m,))`` in the order of the merges
+    (most groups first); ``heights`` are the midpoints between the linkage heights bounding
+    each cut. ``best_cut`` returns the first maximum of ``silhouettes`` (bit-identical).
+    Empty arrays when no candidate exists. Reads only; never used by a decision.
+    """
+    d = _check_square(distances)
+    n = d.shape[0]
+    sizes = np.ones(n, dtype=np.int64) if sizes is None else np.asarray(sizes, dtype=np.int64)
+    if n < 3:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    z = np.asarray(linkage_matrix, dtype=np.float64)
+    merges, scores = _cut_scores(d, z, sizes, min_groups, max_group_size)
+    merges = np.asarray(merges, dtype=np.int64)
+    heights = 0.5 * (z[merges - 1, 2] + z[merges, 2]) if merges.size else np.zeros(0)
+    return n - merges, np.asarray(scores, dtype=np.float64), heights

@@ -1,4 +1,4 @@
-"""Fixed, seeded random projections for the trajectory bins (DESIGN section 3, step 4).
+"""Fixed, seeded random projections for the trajectory bins (the trajectory bins of an event file).
 
 Each bin's summed signal ``(E, n_in)`` is projected to ``sketch_dim`` dimensions. The projection
 is a pure function of ``(n_in, sketch_dim, seed)``, so it is never stored: the seed is, and

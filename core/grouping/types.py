@@ -1,5 +1,5 @@
 """The record of one grouping event: everything the decision was made from and everything it
-computed, so analysis/ can replay it bit-for-bit (DESIGN section 3, "Every event records...").
+computed, so analysis/ can replay it bit-for-bit (every event records what the decision needs).
 
 Conventions
 -----------

@@ -58,7 +58,7 @@ def tiny_config(out: str | os.PathLike, **extra: object) -> RunConfig:
 
 
 def train_tiny(out: str | os.PathLike, *, resume: bool = False, **kwargs: object) -> Path:
-    from selective_sharing.core.train import train
+    from selective_sharing.core.training import train
 
     return train(tiny_config(out), resume=resume, progress=False, **kwargs)
 
@@ -289,7 +289,7 @@ def _watch(run: Path, ref: Reference, seen: set[str], statuses: tuple[str, ...])
 
 def child_main() -> None:
     """Entry point of :class:`FaultChild`'s subprocess."""
-    from selective_sharing.core.train import train
+    from selective_sharing.core.training import train
 
     spec = json.loads(os.environ["SS_FAULT_SPEC"])
     run, marker = Path(spec["out"]), Path(spec["marker"])
@@ -309,7 +309,7 @@ def child_main() -> None:
 
 
 def _install_fault(fault: dict, run: Path, marker: Path) -> None:
-    import selective_sharing.core.train as train_module
+    import selective_sharing.core.training as train_module
 
     real_replace = os.replace
     state = {"writes": 0, "step": -1}

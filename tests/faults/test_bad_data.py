@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from selective_sharing.core import make_config, store
-from selective_sharing.core.train import train
+from selective_sharing.core.training import train
 from selective_sharing.datasets import DatasetError, from_arrays
 
 SHORT = {"train.steps": 60, "warmup_steps": 20, "regroup_every": 10, "train.threads": 1}

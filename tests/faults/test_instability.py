@@ -8,12 +8,12 @@ import math
 
 import numpy as np
 import pytest
-import selective_sharing.core.train as train_module
+import selective_sharing.core.training as train_module
 import torch
 from selective_sharing.core import store
 from selective_sharing.core.checkpoint import load_checkpoint
 from selective_sharing.core.runinfo import load_data
-from selective_sharing.core.train import Trainer, TrainingError
+from selective_sharing.core.training import Trainer, TrainingError
 
 from .conftest import (
     assert_matches_reference,
