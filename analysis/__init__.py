@@ -22,54 +22,29 @@ from typing import Any
 
 _EXPORTS = {
     "load": ("BrokenRunWarning", "IncompleteRunWarning", "find_runs", "load_run", "load_runs"),
-    "replay": (
-        "EventReplay", "IgnoredOverrideWarning", "ReplayReport", "replay", "sweep_thresholds",
-    ),
+    "replay": ("EventReplay", "ReplayReport", "replay", "sweep_thresholds"),
+    "overrides": ("IgnoredOverrideWarning",),
     "explain": ("Explanation", "explain"),
     "events": ("read_events",),
     "plots": (
-        "draw_run_figures",
         "plot_event_distances",
         "plot_factor_space",
         "plot_grouping_timeline",
+        "save_figure",
+    ),
+    "curves": (
         "plot_learning_curves",
         "plot_loss_around_event",
         "plot_parameter_count",
         "plot_threshold_sweep",
-        "save_figure",
     ),
-    "figure6": ("draw_figure6", "figure6_numbers", "summarize_figure6", "write_figure6"),
+    "run_figures": ("draw_run_figures",),
+    "figure6": ("figure6_numbers", "summarize_figure6"),
+    "figure6_plot": ("draw_figure6", "write_figure6"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = [
-    "BrokenRunWarning",
-    "IncompleteRunWarning",
-    "EventReplay",
-    "IgnoredOverrideWarning",
-    "Explanation",
-    "ReplayReport",
-    "draw_figure6",
-    "draw_run_figures",
-    "explain",
-    "figure6_numbers",
-    "find_runs",
-    "load_run",
-    "load_runs",
-    "plot_event_distances",
-    "plot_factor_space",
-    "plot_grouping_timeline",
-    "plot_learning_curves",
-    "plot_loss_around_event",
-    "plot_parameter_count",
-    "plot_threshold_sweep",
-    "read_events",
-    "replay",
-    "save_figure",
-    "summarize_figure6",
-    "sweep_thresholds",
-    "write_figure6",
-]
+__all__ = sorted(_WHERE)  # one list: every name of _EXPORTS
 
 
 def __getattr__(name: str) -> Any:

@@ -19,10 +19,12 @@ from ..core import store
 from ..core.grouping import EventResult, GroupingConfig, canonical
 
 __all__ = [
+    "as_result",
     "chain_problems",
     "compare_events",
     "counterfactual_inputs",
     "entity_names",
+    "event_result",
     "grouping_config",
     "join_partitions",
     "merges_of",
@@ -55,6 +57,26 @@ def grouping_config(stored: dict) -> GroupingConfig:
     return GroupingConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
 
 
+def as_result(event: store.Event) -> tuple[EventResult, dict]:
+    """A decoded store event as the grouping rule's ``EventResult`` and its context ``meta``
+    (index, step, window_start, bins, sketch_seed, sketch_kind, task_names as a list,
+    n_params_before, n_params_after, merge_mode, grouping_config as a dict).
+
+    The conversion lives here, not in the store: the store may not import the grouping rule.
+    """
+    result = EventResult(**{name: getattr(event, name) for name in store.DECISION_FIELDS})
+    meta = {name: getattr(event, name) for name in store.CONTEXT_FIELDS}
+    meta["task_names"] = list(event.task_names)
+    return result, meta
+
+
+def event_result(ds: xr.Dataset, *, bins: bool = True) -> tuple[EventResult, dict]:
+    """Decode a stored event dataset (:func:`store.read_event`, or a :func:`load_run` node)
+    into ``(EventResult, meta)`` (see :func:`as_result`); ``bins=False`` for one read
+    without its bins (``meta["bins"]`` is then None)."""
+    return as_result(store.decode_event(ds, bins=bins))
+
+
 def read_events(
     run: str | os.PathLike | xr.DataTree, *, bins: bool = True
 ) -> tuple[dict, list[tuple[EventResult, dict]]]:
@@ -69,13 +91,12 @@ def read_events(
         manifest = dict(run.attrs)
         nodes = run["events"].children.values() if "events" in run.children else []
         return manifest, [
-            store.decode_event(n.to_dataset().drop_vars(drop, errors="ignore").load(), bins=bins)
+            event_result(n.to_dataset().drop_vars(drop, errors="ignore").load(), bins=bins)
             for n in nodes
         ]
     manifest = store.read_manifest(run)
     return manifest, [
-        store.decode_event(store.read_event(p, bins=bins), bins=bins)
-        for p in store.list_events(run)
+        event_result(store.read_event(p, bins=bins), bins=bins) for p in store.list_events(run)
     ]
 
 

@@ -27,7 +27,6 @@ import xarray as xr
 
 from ..core import store
 from ..core.store import RunPaths, StoreError
-from ..core.store_schema import check_version, pop_checksums, verify_variable
 
 __all__ = ["BrokenRunWarning", "find_runs", "load_run", "load_runs", "run_coords"]
 
@@ -41,73 +40,6 @@ class BrokenRunWarning(UserWarning):
 class IncompleteRunWarning(UserWarning):
     """:func:`load_run` loaded a run that did not finish (failed or still running): it has
     the events written before it stopped, and no metrics."""
-
-
-def _read_variable(path: str, name: str, checksums: dict[str, str]) -> np.ndarray:
-    """Read one variable (open, read, close; checksum verified): no file handle outlives the
-    read."""
-    with store.HDF5_LOCK:
-        try:
-            with xr.open_dataset(path, engine="netcdf4") as ds:
-                values = ds[name].values
-        except Exception as exc:
-            raise StoreError(path, f"cannot read {name!r} ({type(exc).__name__}: {exc})") from exc
-    verify_variable(path, name, values, checksums)
-    return values
-
-
-def _header(path: Path, kind: str) -> xr.Dataset:
-    """Open a store file without reading its arrays; schema and kind checked."""
-    if not path.is_file():
-        raise StoreError(path, "no such file")
-    try:
-        ds = xr.open_dataset(path, engine="netcdf4")
-    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError, ...
-        raise StoreError(
-            path, f"truncated or corrupted NetCDF ({type(exc).__name__}: {exc})"
-        ) from exc
-    try:
-        check_version(path, ds.attrs.get("schema_version"))
-        if ds.attrs.get("store_kind") != kind:
-            found = ds.attrs.get("store_kind")
-            raise StoreError(path, f"store_kind {found!r} found, expected {kind!r}")
-    except StoreError:
-        ds.close()
-        raise
-    return ds
-
-
-def _open_lazy(path: Path, kind: str) -> xr.Dataset:
-    """A store file as a dask-backed dataset: header and schema checked now, arrays read later.
-
-    Each variable is read by its own open-read-close when computed, instead of through a file
-    handle kept open by xarray's file cache: such handles are closed by the garbage collector
-    from whichever thread runs it, which crashed HDF5 (segfault) while another thread read.
-    Corruption inside array data is only found (as a StoreError naming the file) at compute.
-    Every NetCDF access of this package holds ``store.HDF5_LOCK`` (HDF5 is not thread-safe);
-    after a failed threaded compute dask may still run other read tasks, so code that opens
-    store files with xarray directly meanwhile should hold that lock too.
-    """
-    import dask
-    import dask.array as da
-
-    with store.HDF5_LOCK, _header(path, kind) as ds:
-        checksums = pop_checksums(ds, path)  # verified as each variable is read
-        variables = {}
-        for name, var in ds.data_vars.items():
-            data = dask.delayed(_read_variable, pure=True)(str(path), name, checksums)
-            lazy = da.from_delayed(data, shape=var.shape, dtype=var.dtype, name=f"{path}:{name}")
-            variables[name] = xr.Variable(var.dims, lazy, dict(var.attrs))
-        coords = {k: ds[k].variable.load().copy() for k in ds.coords}
-        out = xr.Dataset(variables, coords=coords, attrs=dict(ds.attrs))
-    for name, coord in coords.items():
-        verify_variable(path, name, coord.values, checksums)
-    out.encoding["source"] = str(path)
-    return out
-
-
-def _open(path: Path, kind: str, lazy: bool) -> xr.Dataset:
-    return _open_lazy(path, kind) if lazy else store.open_store_dataset(path, kind=kind)
 
 
 def _required(paths: RunPaths, manifest: dict) -> set[str]:
@@ -161,17 +93,13 @@ def load_run(
     for part in ("history", "metrics"):
         file = getattr(paths, part)
         if file.exists() or part in _required(paths, manifest):
-            nodes[f"/{part}"] = _open(file, part, lazy=False)
+            nodes[f"/{part}"] = store.open_store_dataset(file, part)
     if events:
-        listed = store.list_events(paths.run_dir)
-        for name in manifest.get("events", []):  # the manifest lists what was written
-            if paths.events_dir / name not in listed:
-                raise StoreError(paths.events_dir / name, "listed in manifest.json but missing")
-        for file in listed:
-            nodes[f"/events/{file.stem}"] = _open(file, "event", lazy)
+        for file in store.list_events(paths.run_dir):  # read_manifest checked none is lost
+            nodes[f"/events/{file.stem}"] = store.read_event(file, lazy=lazy)
     if activations:
         for file in store.list_activations(paths.run_dir):
-            nodes[f"/activations/{file.stem}"] = _open(file, "activations", lazy)
+            nodes[f"/activations/{file.stem}"] = store.read_activations(file, lazy=lazy)
     tree = xr.DataTree.from_dict(nodes)
     tree.attrs = dict(manifest, run_dir=str(paths.run_dir))
     return tree
@@ -219,7 +147,7 @@ def _one_run(run_dir: Path, lazy: bool) -> tuple[dict, xr.Dataset, xr.Dataset | 
     metrics = store.read_metrics(run_dir) if paths.metrics.exists() else None
     if metrics is None and "metrics" in _required(paths, manifest):
         raise StoreError(paths.metrics, "no such file (the manifest says the run is complete)")
-    history = _open(paths.history, "history", lazy) if paths.history.exists() else None
+    history = store.read_history(run_dir, lazy=lazy) if paths.history.exists() else None
     return coords, metrics, history
 
 

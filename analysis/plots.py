@@ -5,23 +5,19 @@
   leaves aligned with the columns;
 - :func:`plot_factor_space`: 2-D embedding (PCA or UMAP) of the sketched bins and of the
   gradient factors, coloured by entity;
-- :func:`plot_learning_curves`: per-task training loss, with the event steps marked;
-- :func:`plot_loss_around_event`: per-task loss just before and after one event, merged tasks
-  highlighted (the jump a ``merge=average`` causes);
-- :func:`plot_parameter_count`: parameters over steps, from zero, with each drop's size;
-- :func:`plot_threshold_sweep`: number of groups against the threshold (counterfactual replay),
-  the recorded cut marked.
+
+and the helpers every per-run figure shares (:func:`run_tree`, :func:`event_result`,
+:func:`add_legend`, :func:`save_figure`, ...). The curves over training steps are in
+:mod:`.curves`; :func:`~.run_figures.draw_run_figures` writes them all.
 
 Every function returns a Figure styled by :mod:`.style` whose title names the run
-(dataset / method / seed). :func:`draw_run_figures` writes all of them as PNG and PDF
-(``reproduce/figures.py``).
+(dataset / method / seed).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -45,26 +41,29 @@ from .style import (
 )
 
 __all__ = [
-    "draw_run_figures",
+    "MAX_LEGEND",
+    "add_legend",
     "embed_2d",
+    "event_result",
+    "event_steps",
+    "group_ids",
+    "mark_events",
     "plot_event_distances",
     "plot_factor_space",
     "plot_grouping_timeline",
-    "plot_learning_curves",
-    "plot_loss_around_event",
-    "plot_parameter_count",
-    "plot_threshold_sweep",
+    "run_history",
+    "run_tree",
     "save_figure",
 ]
 
 MAX_LEGEND = 20  # entries; beyond it a legend lists the first ones and says how many there are
 
 
-def _tree(run: RunLike) -> xr.DataTree:
+def run_tree(run: RunLike) -> xr.DataTree:
     return run if isinstance(run, xr.DataTree) else load_run(run, activations=False)
 
 
-def _event(tree: xr.DataTree, event: int):
+def event_result(tree: xr.DataTree, event: int):
     _, decoded = read_events(tree)
     if not 0 <= event < len(decoded):
         raise ValueError(f"event={event} is out of range: the run has {len(decoded)} event(s)")
@@ -87,13 +86,13 @@ def save_figure(
     return paths
 
 
-def _group_ids(assignment: np.ndarray) -> np.ndarray:
+def group_ids(assignment: np.ndarray) -> np.ndarray:
     """Name each group by its lowest task, so a group keeps its colour across events."""
     first = {g: int(np.flatnonzero(assignment == g)[0]) for g in np.unique(assignment)}
     return np.array([first[g] for g in assignment])
 
 
-def _legend(ax, handles: list, title: str | None = None) -> None:
+def add_legend(ax, handles: list, title: str | None = None) -> None:
     """A legend of at most MAX_LEGEND entries right of ``ax`` (constrained layout makes room
     for it, and the figure title stays clear of it)."""
     shown = list(handles)[:MAX_LEGEND]
@@ -106,7 +105,7 @@ def _legend(ax, handles: list, title: str | None = None) -> None:
 def plot_grouping_timeline(run: RunLike) -> Figure:
     """Tasks (rows) x events (columns), each cell coloured by the task's group after the event;
     a group is named by its first task and keeps its colour across events."""
-    tree = _tree(run)
+    tree = run_tree(run)
     manifest, decoded = read_events(tree)
     names = list(manifest.get("task_names") or [])
     columns, labels = [], []
@@ -118,7 +117,7 @@ def plot_grouping_timeline(run: RunLike) -> Figure:
         labels.append(f"e{m['index']}\n({m['step']})")
     if not columns and "metrics" in tree.children:
         columns, labels = [tree["metrics"]["partition"].values], ["final"]
-    ids = np.stack([_group_ids(np.asarray(c)) for c in columns], axis=1)
+    ids = np.stack([group_ids(np.asarray(c)) for c in columns], axis=1)
     groups, grid = np.unique(ids, return_inverse=True)
     grid = grid.reshape(ids.shape)
     colours = [PALETTE[i % len(PALETTE)] for i in range(groups.size)]
@@ -145,8 +144,8 @@ def plot_event_distances(run: RunLike, event: int = 0) -> Figure:
     from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import squareform
 
-    tree = _tree(run)
-    r, meta = _event(tree, event)
+    tree = run_tree(run)
+    r, meta = event_result(tree, event)
     d = r.distances[r.chosen_distance]
     labels = entity_names(r.assignment_before, meta["task_names"])
     n = d.shape[0]
@@ -222,8 +221,8 @@ def embed_2d(points: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarr
 @styled
 def plot_factor_space(run: RunLike, event: int = 0, embedding: str = "pca") -> Figure:
     """Sketched bins (trajectories) and gradient factors of one event, coloured by entity."""
-    tree = _tree(run)
-    r, meta = _event(tree, event)
+    tree = run_tree(run)
+    r, meta = event_result(tree, event)
     bins = np.asarray(meta["bins"], dtype=np.float64)
     n_e, n_bins = bins.shape[:2]
     flat = bins.reshape(n_e * n_bins, -1)
@@ -254,7 +253,7 @@ def plot_factor_space(run: RunLike, event: int = 0, embedding: str = "pca") -> F
     handles = [
         Line2D([], [], marker="o", ms=3, lw=0.7, label=names[e], **styles[e]) for e in range(n_e)
     ]
-    _legend(right, handles, "entity (tasks)")
+    add_legend(right, handles, "entity (tasks)")
     fig.suptitle(
         f"Factor space at event {meta['index']} (step {meta['step']}, {n_e} entities): "
         f"{run_title(tree.attrs)}"
@@ -262,18 +261,18 @@ def plot_factor_space(run: RunLike, event: int = 0, embedding: str = "pca") -> F
     return fig
 
 
-def _event_steps(tree: xr.DataTree) -> list[int]:
+def event_steps(tree: xr.DataTree) -> list[int]:
     events = tree["events"].children.values() if "events" in tree.children else []
     return [int(node.attrs["step"]) for node in events]
 
 
-def _history(tree: xr.DataTree) -> xr.Dataset:
+def run_history(tree: xr.DataTree) -> xr.Dataset:
     if "history" not in tree.children:
         raise ValueError(f"run {tree.attrs.get('run_dir')} has no history.nc to draw curves from")
     return tree["history"].to_dataset()
 
 
-def _mark_events(ax, steps: Sequence[int]) -> None:
+def mark_events(ax, steps: Sequence[int]) -> None:
     for i, step in enumerate(steps):
         ax.axvline(step - 0.5, color="0.3", ls="--", lw=0.7, zorder=0)
         ax.annotate(
@@ -285,265 +284,3 @@ def _mark_events(ax, steps: Sequence[int]) -> None:
             va="top",
             fontsize=6,
         )
-
-
-def _running_mean(loss: np.ndarray, steps: np.ndarray, breaks: Sequence[int], k: int):
-    """Trailing mean ``(S, T)`` of ``loss`` over ``k`` steps, restarted at each step of
-    ``breaks`` so that a jump at an event stays a jump."""
-    out = np.empty_like(loss, dtype=np.float64)
-    edges = [0, *np.searchsorted(steps, sorted(breaks)), len(steps)]
-    for lo, hi in pairwise(edges):
-        csum = np.cumsum(np.nan_to_num(loss[lo:hi]), axis=0)
-        n = np.arange(1, hi - lo + 1)[:, None]
-        window = np.minimum(n, k)
-        shifted = np.vstack([np.zeros((k, loss.shape[1])), csum])[: hi - lo]
-        out[lo:hi] = (csum - shifted) / window
-    return out
-
-
-@styled
-def plot_learning_curves(run: RunLike, smooth: int | None = None) -> Figure:
-    """Training loss of every task over steps, as a trailing running mean over ``smooth`` steps
-    (default: 1/50 of the run, restarted at each event; 1 draws the raw per-batch losses).
-
-    One colour / line style pair per task (beyond 40 tasks, one per final group); grouping
-    events are dashed lines ``e0, e1, ...``.
-    """
-    tree = _tree(run)
-    h = _history(tree)
-    names = [str(t) for t in h["task"].values]
-    steps, loss = h["step"].values, h["loss"].values.astype(np.float64)
-    events = _event_steps(tree)
-    k = max(1, int(smooth if smooth is not None else len(steps) // 50))
-    curves = _running_mean(loss, steps, events, k) if k > 1 else loss
-    fig = new_figure(DOUBLE_COLUMN, 3.0)
-    ax = fig.add_subplot()
-    groups = np.unique(final := _group_ids(h["assignment"].values[-1]))
-    per_task = len(names) <= 40
-    for t, name in enumerate(names):
-        i = t if per_task else int(np.searchsorted(groups, final[t]))
-        ax.plot(steps, curves[:, t], lw=0.9, label=name, **series_style(i))
-    handles = (
-        ax.get_lines()
-        if per_task
-        else [
-            Line2D([], [], label=f"group of {names[g]}", **series_style(i))
-            for i, g in enumerate(groups)
-        ]
-    )
-    _mark_events(ax, events)
-    if np.nanmin(loss, initial=np.inf) > 0:
-        ax.set_yscale("log")
-    scale = ", log scale" if ax.get_yscale() == "log" else ""
-    mean = f"; mean of {k} steps" if k > 1 else ""
-    ax.set(xlabel="training step", ylabel=f"training loss\n(per task{mean}{scale})")
-    ax.set_xlim(steps[0], steps[-1])
-    _legend(ax, list(handles), "task" if per_task else "final group")
-    fig.suptitle(f"Learning curves: {run_title(tree.attrs)}")
-    return fig
-
-
-def _merged_tasks(result, n_tasks: int) -> np.ndarray:
-    """Group after the event ``(T,)`` of each task whose group was formed by merging
-    several entities, -1 for the others."""
-    counts = np.bincount(result.parent, minlength=result.n_entities_after)
-    after = result.assignment_after
-    return np.where(counts[after] > 1, after, -1)[:n_tasks]
-
-
-@styled
-def plot_loss_around_event(run: RunLike, event: int = 0, window: int | None = None) -> Figure:
-    """Per-task training loss from ``window`` steps before to ``window`` after an event.
-
-    Tasks whose estimators were merged at the event are drawn in their new group's colour, the
-    others in grey; the dashed line separates the last step before the event from the first
-    step trained with the merged estimators (with ``merge=average`` their loss jumps there).
-    """
-    tree = _tree(run)
-    r, meta = _event(tree, event)
-    h = _history(tree)
-    step, steps, loss = int(meta["step"]), h["step"].values, h["loss"].values
-    window = window or max(10, min(60, step))
-    keep = (steps >= step - window) & (steps < step + window)
-    names = [str(t) for t in h["task"].values]
-    merged = _merged_tasks(r, len(names))
-    groups = [g for g in np.unique(merged) if g >= 0]
-    fig = new_figure(DOUBLE_COLUMN, 3.0)
-    ax = fig.add_subplot()
-    rank = {g: i for i, g in enumerate(groups)}
-    seen: dict[int, int] = {}
-    for t, name in enumerate(names):
-        g = int(merged[t])
-        if g < 0:
-            ax.plot(steps[keep], loss[keep, t], color="0.6", lw=0.6, label=f"{name} (not merged)")
-            continue
-        k = seen[g] = seen.get(g, -1) + 1
-        style = {
-            "color": PALETTE[rank[g] % len(PALETTE)],
-            "linestyle": ("-", "--", ":", "-.")[k % 4],
-        }
-        ax.plot(steps[keep], loss[keep, t], lw=1.0, label=f"{name} (group {rank[g] + 1})", **style)
-    mode = meta.get("merge_mode", "?")
-    ax.axvline(
-        step - 0.5, color="k", ls="--", lw=0.8, label=f"event {meta['index']} (merge={mode})"
-    )
-    before = loss[(steps >= step - 5) & (steps < step)][:, merged >= 0]
-    after = loss[(steps >= step) & (steps < step + 5)][:, merged >= 0]
-    if before.size and after.size:
-        b, a = float(np.mean(before)), float(np.mean(after))
-        ax.text(
-            0.99,
-            0.97,
-            f"merged tasks, mean loss over 5 steps\nbefore / after: {b:.3f} / {a:.3f}"
-            f" (x{a / max(b, 1e-12):.1f})",
-            transform=ax.transAxes,
-            va="top",
-            ha="right",
-            fontsize=7,
-        )
-    ax.set(xlabel="training step", ylabel="training loss (per task)")
-    ax.set_xlim(steps[keep][0], steps[keep][-1])
-    ax.set_ylim(bottom=0)
-    _legend(ax, ax.get_lines(), "task (group after the event)")
-    fig.suptitle(
-        f"Loss around event {meta['index']} (step {step}, {len(groups)} merged group(s))\n"
-        f"{run_title(tree.attrs)}"
-    )
-    return fig
-
-
-@styled
-def plot_parameter_count(run: RunLike) -> Figure:
-    """Trainable parameters over steps, from zero: drops at the events where estimators merged,
-    each annotated with its relative change."""
-    tree = _tree(run)
-    events = tree["events"].children.values() if "events" in tree.children else []
-    steps, counts = [0], []
-    for node in events:
-        counts.append(int(node.attrs["n_params_before"]))
-        steps.append(int(node.attrs["step"]))
-        counts.append(int(node.attrs["n_params_after"]))
-    last = int(tree["history"]["step"].values[-1]) + 1 if "history" in tree.children else steps[-1]
-    if "metrics" in tree.children:
-        final = int(tree["metrics"]["n_parameters"].values)
-        counts = counts or [final]
-        last = int(tree["metrics"]["steps"].values)
-    counts.append(counts[-1])
-    steps.append(max(last, steps[-1]))
-    fig = new_figure(SINGLE_COLUMN, 2.6)
-    ax = fig.add_subplot()
-    thousands = np.asarray(counts[: len(steps)], dtype=np.float64) / 1e3
-    ax.step(steps, thousands, where="post")
-    for i, node in enumerate(events):
-        before, after = int(node.attrs["n_params_before"]), int(node.attrs["n_params_after"])
-        if before != after:
-            ax.annotate(
-                f"{before / 1e3:.0f}k -> {after / 1e3:.0f}k ({(after - before) / before:+.1%})",
-                (steps[i + 1], after / 1e3),
-                xytext=(3 if steps[i + 1] < 0.6 * steps[-1] else -3, -10),
-                textcoords="offset points",
-                ha="left" if steps[i + 1] < 0.6 * steps[-1] else "right",
-                fontsize=7,
-            )
-    ax.set_ylim(0, 1.1 * max(thousands))
-    ax.set_xlim(0, steps[-1])
-    ax.set(xlabel="training step", ylabel="trainable parameters (thousands)")
-    fig.suptitle(f"Parameters: {run_title(tree.attrs)}")
-    return fig
-
-
-def _sweep_range(decoded, distance: str | None) -> tuple[float, list[str]]:
-    """Largest distance (and the distances' names) that the events' decisions used, or that
-    ``distance`` names."""
-    used = []
-    top = 0.0
-    for r, _ in decoded:
-        name = r.chosen_distance if distance in (None, "auto") else distance
-        used.append(name)
-        if name in r.distances:
-            top = max(top, float(np.max(r.distances[name])))
-    return top or 1.0, sorted(set(used))
-
-
-@styled
-def plot_threshold_sweep(run: RunLike, **kwargs) -> Figure:
-    """Number of groups after each event against the threshold (:func:`sweep_thresholds`).
-
-    Thresholds default to 21 points from 0 to the largest value of the distance the run's
-    decisions used (not of every candidate); each event's recorded cut is a star.
-    """
-    from .replay import sweep_thresholds
-
-    tree = _tree(run)
-    _, decoded = read_events(tree, bins=False)
-    top, used = _sweep_range(decoded, kwargs.get("distance"))
-    if kwargs.get("thresholds") is None:
-        kwargs["thresholds"] = np.linspace(0.0, min(top, 2.0), 21)
-    df = sweep_thresholds(tree, **kwargs)
-    fig = new_figure(SINGLE_COLUMN + 1.4, 2.6)
-    ax = fig.add_subplot()
-    for event, part in df.groupby("event"):
-        style = series_style(int(event))
-        ax.plot(
-            part["threshold"], part["n_groups"], marker="o", ms=2, label=f"event {event}", **style
-        )
-        r = decoded[int(event)][0]
-        if np.isfinite(r.threshold) and kwargs.get("strategy") in (None, "similarity"):
-            ax.plot(
-                [r.threshold],
-                [r.n_entities_after],
-                marker="*",
-                ms=9,
-                ls="none",
-                color=style["color"],
-                markeredgecolor="k",
-                markeredgewidth=0.5,
-                label=f"chosen cut {r.threshold:.3f} (event {event})",
-            )
-    lo = float(np.min(kwargs["thresholds"]))
-    cuts = [r.threshold for r, _ in decoded if np.isfinite(r.threshold)]
-    hi = (
-        max(float(np.max(kwargs["thresholds"])), *cuts)
-        if cuts
-        else float(np.max(kwargs["thresholds"]))
-    )
-    ax.set_xlim(lo, hi if hi > lo else lo + 1.0)
-    ax.set_ylim(bottom=0)
-    ax.set(xlabel=f"threshold on the {' / '.join(used)} distance", ylabel="groups after the event")
-    _legend(ax, ax.get_lines(), None)
-    fig.suptitle(f"Threshold sweep: {run_title(tree.attrs)}")
-    return fig
-
-
-def draw_run_figures(
-    run: RunLike,
-    out_dir: str | os.PathLike,
-    *,
-    formats: Sequence[str] = ("png", "pdf"),
-    embedding: str = "pca",
-    max_events: int | None = None,
-    sweep: bool = True,
-) -> list[Path]:
-    """Draw every per-run figure into ``out_dir``; returns the written paths.
-
-    ``max_events`` limits the per-event figures (distances, factor space, loss around the
-    event) to the first events; ``sweep=False`` skips the threshold sweep (it replays every
-    event 21 times).
-    """
-    tree = run if isinstance(run, xr.DataTree) else load_run(run, activations=False)
-    figures = {"timeline": plot_grouping_timeline(tree)}
-    if "history" in tree.children:
-        figures["learning_curves"] = plot_learning_curves(tree)
-    figures["parameters"] = plot_parameter_count(tree)
-    n_events = len(_event_steps(tree))
-    for i in range(n_events if max_events is None else min(n_events, max_events)):
-        figures[f"distances_event_{i:03d}"] = plot_event_distances(tree, i)
-        figures[f"factor_space_event_{i:03d}"] = plot_factor_space(tree, i, embedding)
-        if "history" in tree.children:
-            figures[f"loss_around_event_{i:03d}"] = plot_loss_around_event(tree, i)
-    if n_events and sweep:
-        figures["threshold_sweep"] = plot_threshold_sweep(tree)
-    paths = []
-    for name, fig in figures.items():
-        paths += save_figure(fig, out_dir, name, formats)
-    return paths

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +53,6 @@ import pandas as pd
 import xarray as xr
 
 from ..core.grouping import EventResult, GroupingConfig, grouping_event
-from ..core.grouping.registry import config_fields_used
 from .events import (
     RunLike,
     chain_problems,
@@ -64,16 +62,12 @@ from .events import (
     merges_of,
     read_events,
 )
+from .methods import initial_assignment
+from .overrides import IgnoredOverrideWarning, config_with, warn_ignored
 
 __all__ = ["EventReplay", "IgnoredOverrideWarning", "ReplayReport", "replay", "sweep_thresholds"]
 
 _KEEP = object()
-
-
-class IgnoredOverrideWarning(UserWarning):
-    """A counterfactual override names a :class:`GroupingConfig` field that the run's (or the
-    counterfactual) strategy does not use, so it cannot change any partition. The message
-    names the strategy, the ignored fields and the fields the strategy does use."""
 
 
 @dataclass(frozen=True)
@@ -214,57 +208,6 @@ def _row(e: EventReplay) -> dict:
 # ----------------------------------------------------------------------------- replay
 
 
-def _config_with(base: GroupingConfig, changes: dict) -> GroupingConfig:
-    names = {f.name for f in dataclasses.fields(GroupingConfig)}
-    unknown = sorted(set(changes) - names)
-    if unknown:
-        raise TypeError(f"replay() got unknown override(s) {unknown}; allowed: {sorted(names)}")
-    return dataclasses.replace(base, **changes)
-
-
-def ignored_overrides(configs: Iterable[GroupingConfig], changes: dict) -> dict[str, tuple]:
-    """``{strategy: (ignored fields, used fields)}`` for the overridden fields that the given
-    (already overridden) configs' strategies do not use; empty when every override counts.
-    Strategies without a declaration are assumed to use every field."""
-    out: dict[str, tuple] = {}
-    for config in configs:
-        used = config_fields_used(config)
-        if used is None:
-            continue
-        ignored = sorted(set(changes) - used)
-        if ignored:
-            old = out.get(config.strategy, ((), ()))
-            out[config.strategy] = (
-                tuple(sorted(set(old[0]) | set(ignored))),
-                tuple(sorted(set(old[1]) | used)),
-            )
-    return out
-
-
-def _warn_ignored(
-    decoded: list, changes: dict, caller: str, stacklevel: int, what: str = ""
-) -> tuple[str, ...]:
-    """Warn (once per strategy) about overrides the strategy ignores; return their names.
-    ``what`` replaces the values in the message (a sweep has many)."""
-    if not changes:
-        return ()
-    configs = [_config_with(grouping_config(m["grouping_config"]), changes) for _, m in decoded]
-    found = ignored_overrides(configs, changes)
-    names: set[str] = set()
-    for strategy, (ignored, used) in found.items():
-        names |= set(ignored)
-        given = what or "override " + ", ".join(f"{k}={changes[k]!r}" for k in ignored)
-        warnings.warn(
-            f"{caller}: strategy {strategy!r}, as configured here, does not use "
-            f"{', '.join(ignored)}: the {given} cannot change any partition. {strategy!r} "
-            f"uses only {', '.join(used)} (declared in "
-            "selective_sharing.core.grouping.registry.STRATEGY_USES)",
-            IgnoredOverrideWarning,
-            stacklevel=stacklevel,
-        )
-    return tuple(sorted(names))
-
-
 def _changes(strategy: object, distance: object, threshold: object, overrides: dict) -> dict:
     out = dict(overrides)
     for name, value in (("strategy", strategy), ("distance", distance), ("threshold", threshold)):
@@ -328,7 +271,7 @@ def replay_with(
     :class:`IgnoredOverrideWarning`: 2 points at the caller of this function)."""
     start = time.perf_counter()
     manifest, decoded = read_events(run, bins=False)
-    ignored = _warn_ignored(decoded, changes, caller, stacklevel + 1)
+    ignored = warn_ignored(decoded, changes, caller, stacklevel + 1)
     report = _replay_decoded(_run_name(run), manifest, decoded, changes, chain, start)
     return dataclasses.replace(report, ignored=ignored) if ignored else report
 
@@ -339,7 +282,7 @@ def _replay_decoded(
     names = tuple(manifest.get("task_names") or (decoded[0][1]["task_names"] if decoded else ()))
     replayed, config, prev, state, streak = [], None, None, None, None
     for rec, meta in decoded:
-        config = _config_with(grouping_config(meta["grouping_config"]), changes)
+        config = config_with(grouping_config(meta["grouping_config"]), changes)
         if changes and chain and state is not None:
             summed, assign, window = counterfactual_inputs(rec, state)
         else:
@@ -354,17 +297,13 @@ def _replay_decoded(
         )
         replayed.append(event)
         prev, state, streak = rec, new.assignment_after, new.streak_after
-    initial = decoded[0][0].assignment_before if decoded else _initial(manifest, len(names))
+    initial = (decoded[0][0].assignment_before if decoded
+               else initial_assignment(manifest, len(names)))
     written = {k: manifest.get(k) for k in ("git_revision", "versions")}
     seconds = time.perf_counter() - start
     return ReplayReport(
         name, names, config, changes, chain, tuple(replayed), initial, seconds, written
     )
-
-
-def _initial(manifest: dict, n_tasks: int) -> np.ndarray:
-    one = manifest.get("method") == "mtl_full"
-    return np.zeros(n_tasks, np.int64) if one else np.arange(n_tasks, dtype=np.int64)
 
 
 def _run_name(run: object) -> str:
@@ -405,7 +344,7 @@ def sweep_thresholds(
         ``final`` (True on each threshold's last event).
     """
     manifest, decoded = read_events(run, bins=False)
-    _warn_ignored(
+    warn_ignored(
         decoded, _changes(strategy, distance, 0.0, {}), "sweep_thresholds", 3,
         "threshold (the sweep is a flat line)",
     )  # fmt: skip

@@ -11,25 +11,32 @@
 Per-task trunk gradients need one backward pass per task (and ``tag`` one forward pass per
 lookahead): both are counted in ``backward_passes`` / ``forward_passes`` so Table 2 shows the
 grouping cost beside Selective Sharing's, which needs none.
+
+Which method is which baseline is read from its :class:`~.methods.MethodSpec` (``partition``);
+:func:`baseline_partition` is the phase :func:`~.training.train` runs before the grouped model.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import store
 from .config import ConfigError, RunConfig
+from .distributed import broadcast
 from .grouping.affinity import groups_from_affinity, random_partition
 from .grouping.partition import canonical, group_sizes
 from .losses import entry_losses
+from .methods import method_spec, methods_where
+from .trainer import Trainer
 
 
 def _reference(config: RunConfig) -> np.ndarray:
-    from . import store
-
     ref = config.baseline.reference_run
     if ref is None:
         raise ConfigError(
@@ -58,13 +65,15 @@ def target_sizes(config: RunConfig, n_tasks: int) -> list[int]:
 
 
 def fixed_partition(config: RunConfig, data: Any) -> np.ndarray | None:
-    """The partition of ``oracle`` and ``random_groups`` (None for affinity baselines)."""
-    if config.method == "oracle":
+    """The partition of ``oracle`` and ``random_groups`` (None for affinity baselines and
+    methods that fix no partition)."""
+    kind = method_spec(config.method).partition
+    if kind == "true_groups":
         if data.groups is None:
-            raise ConfigError(f"method 'oracle' needs true groups, and dataset "
+            raise ConfigError(f"method {config.method!r} needs true groups, and dataset "
                               f"{data.name!r} has none; use another method")
         return canonical(np.asarray(data.groups))
-    if config.method == "random_groups":
+    if kind == "random_sizes":
         return random_partition(target_sizes(config, data.n_tasks), config.seed)
     return None
 
@@ -73,9 +82,12 @@ class AffinityRecorder:
     """Accumulates a (T, T) task affinity during joint training (called by the Trainer)."""
 
     def __init__(self, kind: str, every: int, n_tasks: int):
-        if kind not in ("cosine_groups", "tag"):
-            raise ValueError(f"invalid affinity kind {kind!r}: one of ['cosine_groups', 'tag']")
+        """``kind``: the method whose affinity is recorded (``cosine_groups`` or ``tag``)."""
+        affinity = list(methods_where(records_affinity=True))
+        if kind not in affinity:
+            raise ValueError(f"invalid affinity kind {kind!r}: one of {affinity}")
         self.kind, self.every = kind, every
+        self.lookahead = method_spec(kind).partition == "lookahead_affinity"
         self.total = np.zeros((n_tasks, n_tasks))
         self.count = np.zeros((n_tasks, n_tasks))
         self.recorded_steps = 0
@@ -104,7 +116,7 @@ class AffinityRecorder:
         trainer.counters["backward_passes"] += len(present)
         trainer.counters["forward_passes"] += 1
         idx = np.asarray(present)
-        if self.kind == "cosine_groups":
+        if not self.lookahead:  # mean pairwise cosine of the per-task trunk gradients
             flat = torch.stack([torch.cat([gi.flatten() for gi in g]) for g in grads])
             norms = flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
             cos = ((flat / norms) @ (flat / norms).T).detach().cpu().numpy()
@@ -136,5 +148,37 @@ def affinity_partition(config: RunConfig, recorder: AffinityRecorder, n_tasks: i
                        ) -> np.ndarray:
     """Groups from the recorded affinity, with as many groups as :func:`target_sizes` asks."""
     k = len(target_sizes(config, n_tasks))
-    limit = config.baseline.exhaustive_max_tasks if config.method == "tag" else 0
+    # TAG's own protocol searches every partition when there are few tasks; cosine_groups never
+    lookahead = method_spec(config.method).partition == "lookahead_affinity"
+    limit = config.baseline.exhaustive_max_tasks if lookahead else 0
     return groups_from_affinity(recorder.affinity(), k, exhaustive_max_tasks=limit)
+
+
+def baseline_partition(config: RunConfig, data: Any, run_dir: Path, progress: bool,
+                       model: Any = None) -> tuple[np.ndarray | None, dict[str, float]]:
+    """The fixed partition of a grouping baseline (None for other methods) and the cost of
+    deciding it. Affinity baselines first train jointly (one estimator per task, ``model``'s
+    copy or the built-in one) while recording affinities; the result goes to ``affinity.nc``
+    so a resumed run does not repeat that phase."""
+    counters = {"backward_passes": 0, "forward_passes": 0, "wall_time_s": 0.0}
+    if not method_spec(config.method).records_affinity:
+        return fixed_partition(config, data), counters
+    if (run_dir / "affinity.nc").exists():
+        ds = store.read_affinity(run_dir)
+        return ds["partition"].values, {k: ds.attrs[f"phase_{k}"] for k in counters}
+    steps = config.baseline.affinity_steps or config.train.steps
+    joint = replace(config, train=replace(config.train, steps=steps))
+    recorder = AffinityRecorder(config.method, config.baseline.affinity_every, data.n_tasks)
+    phase = Trainer(joint, data, assignment=np.arange(data.n_tasks), recorder=recorder,
+                    model=None if model is None else copy.deepcopy(model))
+    info = phase.dist
+    phase.fit(progress and info.is_main)
+    phase.sharing.close()
+    # each rank recorded affinities on its share of the batches: rank 0's partition holds
+    partition = broadcast(affinity_partition(config, recorder, data.n_tasks), info)
+    ds = store.encode_affinity(task_names=data.task_names, affinity=recorder.affinity(),
+                               partition=partition, method=config.method,
+                               recorded_steps=recorder.recorded_steps, counters=phase.counters)
+    if info.is_main:
+        store.write_affinity(run_dir, ds)
+    return partition, dict(phase.counters)

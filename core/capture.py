@@ -6,10 +6,10 @@ another backward pass. Steps are summed per bin; a bin is projected to
 ``sketch_dim`` by the fixed seeded sketch only when it closes (projection is linear, so
 projecting the bin's sum equals summing the projections), keeping the per-step cost at one add.
 
-The projection is the one of :func:`.grouping.sketch.make_sketcher` (same seed, same matrix or
-buckets), applied with torch: on torch's threads, beside the training step, instead of numpy's
-BLAS threads, which on a busy machine spin-wait against torch's and made a flush cost 100x its
-arithmetic. Projections are built once per (size, seed) and reused by later windows.
+The projection is the one of :mod:`.grouping.sketch` (kind from
+:func:`~.grouping.sketch.resolve_kind`, then the same seeded matrix or buckets), applied with
+torch: on torch's threads, beside the training step, instead of numpy's BLAS threads, which on a
+busy machine spin-wait against torch's and made a flush cost 100x its arithmetic. Projections are built once per (size, seed) and reused by later windows.
 """
 
 from __future__ import annotations
@@ -20,12 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .grouping.sketch import (
-    DENSE_MAX_ENTRIES,
-    KINDS,
-    countsketch_params,
-    dense_projection,
-)
+from .grouping.sketch import countsketch_params, dense_projection, resolve_kind
 
 
 def entity_grad_norms(model: Any) -> torch.Tensor:
@@ -42,10 +37,7 @@ def _projection(n_in: int, sketch_dim: int, seed: int, kind: str
                 ) -> tuple[str, torch.Tensor, torch.Tensor | None]:
     """``(kind, matrix (n_in, sketch_dim), None)`` or ``(kind, bucket (n_in,), sign (n_in,))``;
     shared between windows, never modified."""
-    if kind not in KINDS:
-        raise ValueError(f"invalid sketch_kind={kind!r}: sketch_kind must be one of {list(KINDS)}")
-    if kind == "auto":
-        kind = "dense" if n_in * sketch_dim <= DENSE_MAX_ENTRIES else "countsketch"
+    kind = resolve_kind(kind, n_in, sketch_dim)
     if kind == "dense":
         return kind, torch.from_numpy(dense_projection(n_in, sketch_dim, seed)), None
     bucket, sign = countsketch_params(n_in, sketch_dim, seed)
@@ -61,7 +53,8 @@ class GradientWindow:
     window_len : steps until the window's event; step i of the window goes to bin
         ``i * n_bins // window_len``.
     sketch_dim, sketch_seed, sketch_kind : the fixed random projection (rebuildable from the seed
-        with :func:`.grouping.sketch.make_sketcher`).
+        with :func:`.grouping.sketch.dense_projection` or
+        :func:`~.grouping.sketch.countsketch_params`).
     """
 
     def __init__(self, n_entities: int, signal_shape: tuple[int, int], window_len: int,

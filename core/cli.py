@@ -33,7 +33,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run directory (default runs/DATASET/METHOD/seedN)")
     p.add_argument("--profile", default="quick", choices=PROFILES)
-    _add_set(p, "override a config value, e.g. --set distance=cosine --set train.steps=100 "
+    add_set_option(p, "override a config value, e.g. --set distance=cosine --set train.steps=100 "
                 "--set noise=0.5 (repeatable; `selective-sharing config` lists every key)")
     p.add_argument("--data-root", default=None, help="folder with school.mat, lenk_data.mat...")
     p.add_argument("--allow-substitute", action="store_true",
@@ -50,7 +50,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def _add_set(p: argparse.ArgumentParser, text: str) -> None:
+def add_set_option(p: argparse.ArgumentParser, text: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option (into ``args.overrides``, a list of strings),
+    one spelling for every command and reproduce/ script; ``text`` is its help."""
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=text)
 
@@ -170,15 +172,15 @@ def cli_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", default="synthetic")
     c.add_argument("--method", default="ss_similarity", choices=METHODS)
     c.add_argument("--profile", default="quick", choices=PROFILES)
-    _add_set(c, "show the config with these overrides applied")
+    add_set_option(c, "show the config with these overrides applied")
     e = sub.add_parser("explain", help="why two tasks were merged (or not) in a run")
     e.add_argument("run")
     e.add_argument("task_a")
     e.add_argument("task_b")
-    _add_set(e, "explain a counterfactual instead, e.g. --set threshold=0.5")
+    add_set_option(e, "explain a counterfactual instead, e.g. --set threshold=0.5")
     r = sub.add_parser("replay", help="recompute a run's decisions, or a counterfactual")
     r.add_argument("run")
-    _add_set(r, "counterfactual decision-rule settings, e.g. --set distance=cosine")
+    add_set_option(r, "counterfactual decision-rule settings, e.g. --set distance=cosine")
     r.add_argument("--no-chain", action="store_true",
                    help="replay each event from its recorded inputs (counterfactuals only)")
     for parser in (t, c, e, r):

@@ -2,47 +2,48 @@
 
 One dataclass per concern: the data, the model, the optimisation, the gradient capture
 (``SharingConfig``) and the pure decision rule (``GroupingConfig``, in ``core.grouping``).
-A bad value fails when the config is built, naming the field, the value and the allowed values.
+A bad value fails when the config is built, naming the field, the value and the allowed values:
+each section declares what its fields accept in ``CONSTRAINTS`` (``core.grouping.constraints``),
+checked in that dict's order by its ``__post_init__`` (the first bad field is the one reported).
 Pure: no torch import, so analysis/ can rebuild configs from a manifest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
-from .grouping.config import ConfigError, GroupingConfig, _bad, _is_int, _is_real
+from ..datasets.registry import PROFILES  # one list of profiles: the loaders' own
+from .grouping.config import ConfigError, GroupingConfig
+from .grouping.constraints import (
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    AllOf,
+    Constraint,
+    Interval,
+    Nullable,
+    Options,
+    PositiveInts,
+    Satisfies,
+    check,
+    check_fields,
+    invalid,
+)
+from .grouping.sketch import KINDS as SKETCH_KINDS  # one list of kinds: the sketch's own
+from .methods import METHODS, method_spec  # what each method means; METHODS: their names
 
-METHODS: tuple[str, ...] = ("stl", "mtl", "mtl_full", "ss_similarity", "ss_variance", "ss_kmeans",
-                             "random_groups", "cosine_groups", "tag", "oracle")
-# Methods that train a fixed partition decided before training starts.
-GROUPED_BASELINES: tuple[str, ...] = ("random_groups", "cosine_groups", "tag", "oracle")
-PROFILES: tuple[str, ...] = ("quick", "full")
 SIGNALS: tuple[str, ...] = ("first_layer", "all_params")
 MERGE_MODES: tuple[str, ...] = ("average", "best", "first")
 BRANCH_INITS: tuple[str, ...] = ("identical", "independent")
-SKETCH_KINDS: tuple[str, ...] = ("auto", "dense", "countsketch")
 TRUNKS: tuple[str, ...] = ("builtin", "resnet18")
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # core.devices resolves them
-
-
-def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    if not _is_int(value) or value < (0 if allow_zero else 1):
-        raise _bad(name, value, "a non-negative integer" if allow_zero else "a positive integer")
-
-
-def _widths(name: str, value: Any) -> None:
-    if not isinstance(value, tuple) or not all(_is_int(v) and v >= 1 for v in value):
-        raise _bad(name, value, "a tuple of positive integers, e.g. (64, 32)")
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise _bad(name, value, f"one of {list(allowed)}")
+WIDTHS = PositiveInts()
 
 
 @dataclass(frozen=True)
@@ -79,19 +80,18 @@ class ModelConfig:
     estimator_hidden: tuple[int, ...] = (32, 32)
     branch_init: str = "identical"
 
+    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "trunk_hidden": PositiveInts(falsy_ok=True), "conv_channels": WIDTHS,
+        "estimator_hidden": AllOf((WIDTHS, Satisfies(bool, "at least one layer width"))),
+        "representation_dim": POSITIVE_INT, "branch_init": Options(BRANCH_INITS),
+        "trunk": Options(TRUNKS),
+        "trunk_weights": Nullable(Satisfies(lambda v: isinstance(v, str),
+                                            "a path to a local weights file"))}
+
     def __post_init__(self) -> None:
-        _widths("trunk_hidden", self.trunk_hidden) if self.trunk_hidden else None
-        _widths("conv_channels", self.conv_channels)
-        _widths("estimator_hidden", self.estimator_hidden)
-        if not self.estimator_hidden:
-            raise _bad("estimator_hidden", self.estimator_hidden, "at least one layer width")
-        _positive_int("representation_dim", self.representation_dim)
-        _choice("branch_init", self.branch_init, BRANCH_INITS)
-        _choice("trunk", self.trunk, TRUNKS)
-        if self.trunk_weights is not None and not isinstance(self.trunk_weights, str):
-            raise _bad("trunk_weights", self.trunk_weights, "a path to a local weights file")
+        check_fields(self, self.CONSTRAINTS)
         if self.trunk_weights is not None and self.trunk != "resnet18":
-            raise _bad("trunk_weights", self.trunk_weights, "None unless trunk='resnet18'")
+            raise invalid("trunk_weights", self.trunk_weights, "None unless trunk='resnet18'")
 
 
 @dataclass(frozen=True)
@@ -116,23 +116,17 @@ class TrainConfig:
     amp: str = "none"
     num_workers: int = 2
 
+    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "steps": POSITIVE_INT, "batch_size": Nullable(POSITIVE_INT),
+        "lr": Interval(float, 0, 10, closed="neither", text="a learning rate in (0, 10)"),
+        "weight_decay": NON_NEGATIVE_FLOAT, "rank_mse_weight": NON_NEGATIVE_FLOAT,
+        "eval_batch_size": POSITIVE_INT, "threads": Nullable(POSITIVE_INT),
+        "device": Satisfies(lambda v: isinstance(v, str) and bool(DEVICE_PATTERN.match(v)),
+                            "one of auto, cpu, cuda, cuda:N, mps"),
+        "amp": Options(AMP_MODES), "num_workers": NON_NEGATIVE_INT}
+
     def __post_init__(self) -> None:
-        _positive_int("steps", self.steps)
-        if self.batch_size is not None:
-            _positive_int("batch_size", self.batch_size)
-        if not (_is_real(self.lr) and 0 < self.lr < 10):
-            raise _bad("lr", self.lr, "a learning rate in (0, 10)")
-        if not (_is_real(self.weight_decay) and self.weight_decay >= 0):
-            raise _bad("weight_decay", self.weight_decay, "a non-negative float")
-        if not (_is_real(self.rank_mse_weight) and self.rank_mse_weight >= 0):
-            raise _bad("rank_mse_weight", self.rank_mse_weight, "a non-negative float")
-        _positive_int("eval_batch_size", self.eval_batch_size)
-        if self.threads is not None:
-            _positive_int("threads", self.threads)
-        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
-            raise _bad("device", self.device, "one of auto, cpu, cuda, cuda:N, mps")
-        _choice("amp", self.amp, AMP_MODES)
-        _positive_int("num_workers", self.num_workers, allow_zero=True)
+        check_fields(self, self.CONSTRAINTS)
 
 
 @dataclass(frozen=True)
@@ -153,16 +147,14 @@ class SharingConfig:
     sketch_kind: str = "auto"
     merge: str = "average"
 
+    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "signal": Options(SIGNALS), "warmup_steps": POSITIVE_INT,
+        "regroup_every": NON_NEGATIVE_INT, "max_events": Nullable(POSITIVE_INT),
+        "window_bins": POSITIVE_INT, "sketch_dim": POSITIVE_INT,
+        "sketch_kind": Options(SKETCH_KINDS), "merge": Options(MERGE_MODES)}
+
     def __post_init__(self) -> None:
-        _choice("signal", self.signal, SIGNALS)
-        _positive_int("warmup_steps", self.warmup_steps)
-        _positive_int("regroup_every", self.regroup_every, allow_zero=True)
-        if self.max_events is not None:
-            _positive_int("max_events", self.max_events)
-        _positive_int("window_bins", self.window_bins)
-        _positive_int("sketch_dim", self.sketch_dim)
-        _choice("sketch_kind", self.sketch_kind, SKETCH_KINDS)
-        _choice("merge", self.merge, MERGE_MODES)
+        check_fields(self, self.CONSTRAINTS)
 
 
 @dataclass(frozen=True)
@@ -185,15 +177,13 @@ class BaselineConfig:
     affinity_steps: int | None = None
     exhaustive_max_tasks: int = 10
 
+    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "n_groups": Nullable(POSITIVE_INT), "group_sizes": Nullable(WIDTHS),
+        "affinity_every": POSITIVE_INT, "affinity_steps": Nullable(POSITIVE_INT),
+        "exhaustive_max_tasks": NON_NEGATIVE_INT}
+
     def __post_init__(self) -> None:
-        if self.n_groups is not None:
-            _positive_int("n_groups", self.n_groups)
-        if self.group_sizes is not None:
-            _widths("group_sizes", self.group_sizes)
-        _positive_int("affinity_every", self.affinity_every)
-        if self.affinity_steps is not None:
-            _positive_int("affinity_steps", self.affinity_steps)
-        _positive_int("exhaustive_max_tasks", self.exhaustive_max_tasks, allow_zero=True)
+        check_fields(self, self.CONSTRAINTS)
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
@@ -221,22 +211,23 @@ class RunConfig:
     defaults_from: str = ""
     overrides: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "method": Options(METHODS), "profile": Options(PROFILES), "seed": NON_NEGATIVE_INT,
+        "probe_size": POSITIVE_INT}
+
     def __post_init__(self) -> None:
-        _choice("method", self.method, METHODS)
-        _choice("profile", self.profile, PROFILES)
-        if not _is_int(self.seed) or self.seed < 0:
-            raise _bad("seed", self.seed, "a non-negative integer")
-        _positive_int("probe_size", self.probe_size)
+        check_fields(self, self.CONSTRAINTS)
         sh = self.sharing
         if sh.regroup_every == 0 and sh.max_events not in (None, 1):
-            raise _bad("max_events", sh.max_events, "None or 1 when regroup_every=0")
+            raise invalid("max_events", sh.max_events, "None or 1 when regroup_every=0")
         if self.is_selective and sh.warmup_steps >= self.train.steps:
-            raise _bad("warmup_steps", sh.warmup_steps,
-                       f"smaller than train.steps={self.train.steps}, or no event ever fires")
+            raise invalid("warmup_steps", sh.warmup_steps,
+                          f"smaller than train.steps={self.train.steps}, or no event ever fires")
 
     @property
     def is_selective(self) -> bool:
-        return self.method.startswith("ss_")
+        """The method regroups tasks during training (its spec names a grouping strategy)."""
+        return method_spec(self.method).is_selective
 
     def to_dict(self) -> dict[str, Any]:
         """Every field but ``overrides`` (their effect is in the sections), for manifests."""
@@ -263,8 +254,6 @@ def _known_keys() -> list[str]:
 
 def did_you_mean(key: str, known: list[str] | None = None) -> str:
     """`` (did you mean 'train.steps'?)`` for a near miss of a known key, else ``""``."""
-    import difflib
-
     known = _known_keys() if known is None else known
     short = {k.split(".", 1)[-1]: k for k in known}
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75) or [
@@ -277,13 +266,11 @@ def _split_key(key: str) -> tuple[str, str]:
     if "." in key:
         section, name = key.split(".", 1)
         if section not in SECTIONS:
-            raise ConfigError(f"invalid --set section={section!r}: --set section must be one "
-                              f"of {sorted(SECTIONS)}{did_you_mean(key)}")
+            raise invalid("--set section", section, f"one of {sorted(SECTIONS)}{did_you_mean(key)}")
         if section == "data" and name not in {f.name for f in fields(DataConfig)}:
             return "data.options", name  # data.NAME: a loader option, even if a section has NAME
         return section, name
-    top = {f.name for f in fields(RunConfig)} - set(SECTIONS) - {"defaults_from", "overrides"}
-    if key in top:
+    if key in _known_keys():  # a top-level field (the others are "section.field")
         return "", key
     owners = [s for s, cls in SECTIONS.items() if key in {f.name for f in fields(cls)}]
     if len(owners) == 1:
@@ -291,7 +278,7 @@ def _split_key(key: str) -> tuple[str, str]:
     if key not in {"name"} and not owners:
         # Unknown plain keys are dataset options (e.g. noise, samples_per_task).
         return "data.options", key
-    raise _bad("--set key", key, f"qualified with its section, one of {owners}")
+    raise invalid("--set key", key, f"qualified with its section, one of {owners}")
 
 
 def make_config(dataset: str = "synthetic", method: str = "ss_similarity", seed: int = 0,
@@ -313,10 +300,10 @@ def make_config(dataset: str = "synthetic", method: str = "ss_similarity", seed:
     """
     from .profiles import defaults_name, profile_defaults
 
-    _choice("profile", profile, PROFILES)
-    _choice("method", method, METHODS)
+    check("profile", profile, RunConfig.CONSTRAINTS["profile"])
+    check("method", method, RunConfig.CONSTRAINTS["method"])
     if input_kind not in (None, "vector", "image"):
-        raise _bad("input_kind", input_kind, "None, 'vector' or 'image'")
+        raise invalid("input_kind", input_kind, "None, 'vector' or 'image'")
     sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for section, values in profile_defaults(dataset, profile, input_kind).items():
         sections[section].update(values)
@@ -326,8 +313,8 @@ def make_config(dataset: str = "synthetic", method: str = "ss_similarity", seed:
                            "defaults_from": defaults_name(dataset, input_kind),
                            "overrides": dict(overrides or {})}
     sections["grouping"]["seed"] = seed
-    if method.startswith("ss_"):
-        sections["grouping"]["strategy"] = method[3:]
+    if method_spec(method).is_selective:
+        sections["grouping"]["strategy"] = method_spec(method).strategy
     for key, raw in (overrides or {}).items():
         value = _coerce(raw) if isinstance(raw, str) else raw
         section, name = _split_key(key)
@@ -349,18 +336,17 @@ def make_config(dataset: str = "synthetic", method: str = "ss_similarity", seed:
     return RunConfig(**top, **built)
 
 
+_NOT_A_VALUE = type("NotAValue", (), {"__repr__": lambda self: "?"})()
+
+
 def _allowed(cls: type, name: str, value: Any) -> str:
-    """What field ``name`` of section ``cls`` accepts, in the words of its own validation: the
-    section is built with a value no field accepts and the error's "must be ..." is read."""
-    sentinel = type("NotAValue", (), {"__repr__": lambda self: "?"})()
-    try:
-        cls(**{name: sentinel})
-    except ConfigError as err:
-        text = str(err)
-        return text.split(" must be ", 1)[1] if " must be " in text else text
-    except Exception:  # noqa: BLE001 - a check that cannot even look at the value
-        pass
-    return "any value of its type" if value is None else f"a {type(value).__name__}"
+    """What field ``name`` of ``cls`` accepts, in the words of its own validation: what its
+    constraint says a value no field accepts must be (the error message's "must be ...")."""
+    try:  # KeyError: no constraint; TypeError: one that cannot look at it (Names iterates it)
+        found = getattr(cls, "CONSTRAINTS", {})[name].problem(_NOT_A_VALUE)
+    except (KeyError, TypeError):
+        found = None
+    return found or ("any value of its type" if value is None else f"a {type(value).__name__}")
 
 
 def describe_keys(dataset: str = "synthetic", method: str = "ss_similarity",
@@ -371,21 +357,16 @@ def describe_keys(dataset: str = "synthetic", method: str = "ss_similarity",
     (``data.NAME``) come from the loader's signature."""
     config = make_config(dataset, method, 0, profile, overrides)
     rows: list[tuple[str, Any, str]] = [
-        ("method", config.method, f"one of {list(METHODS)}"),
-        ("seed", config.seed, "a non-negative integer"),
-        ("profile", config.profile, f"one of {list(PROFILES)}"),
-        ("out", config.out, "a directory"),
-        ("probe_size", config.probe_size, "a positive integer"),
-    ]
+        (key, getattr(config, key), "a directory" if key == "out" else _allowed(RunConfig, key, 0))
+        for key in _known_keys() if "." not in key]
     for section, cls in SECTIONS.items():
         current = getattr(config, section)
         for f in fields(cls):
             value = getattr(current, f.name)
             if section == "data" and f.name == "options":
                 continue
-            allowed = ("a path or null" if f.name in ("data_root", "trunk_weights",
-                                                       "reference_run")
-                       else _allowed(cls, f.name, value))
+            paths = ("data_root", "trunk_weights", "reference_run")
+            allowed = "a path or null" if f.name in paths else _allowed(cls, f.name, value)
             if f.default is None and "None" not in allowed and "null" not in allowed:
                 allowed += ", or null"
             rows.append((f"{section}.{f.name}", value, allowed))
@@ -413,6 +394,6 @@ def config_from_dict(d: dict[str, Any]) -> RunConfig:
     return RunConfig(**kw)
 
 
-__all__ = ["BaselineConfig", "ConfigError", "DataConfig", "GroupingConfig", "ModelConfig", "RunConfig",
-           "SharingConfig", "TrainConfig", "METHODS", "make_config", "config_from_dict",
-           "describe_keys", "did_you_mean"]
+__all__ = ["METHODS", "BaselineConfig", "ConfigError", "DataConfig", "GroupingConfig",
+           "ModelConfig", "RunConfig", "SharingConfig", "TrainConfig", "config_from_dict",
+           "describe_keys", "did_you_mean", "make_config"]

@@ -27,10 +27,13 @@ from typing import Any
 
 from . import store
 from .config import ConfigError, make_config
+from .methods import methods_where
 
+# The Selective Sharing run whose groups the baselines copy (their MethodSpec.needs says which
+# need it); oracle waits for it too, to learn from its manifest whether there are true groups.
 REFERENCE_METHOD = "ss_similarity"
-NEEDS_REFERENCE = ("random_groups", "cosine_groups", "tag")
-NEEDS_GROUPS = ("oracle",)
+NEEDS_REFERENCE = methods_where(needs="reference_run")
+NEEDS_GROUPS = methods_where(needs="true_groups")
 EXECUTORS = ("local", "dask", "serial")  # serial: in this process, one run at a time
 # Not part of what a run computes: where it lives and how many threads trained it.
 _IGNORED_KEYS = ("out", "train.threads", "baseline.reference_run")

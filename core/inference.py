@@ -20,6 +20,7 @@ from . import store
 from .branched import BranchedModel
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import config_from_dict
+from .methods import method_spec
 
 
 def _built_in(manifest: dict, run_dir: Path) -> BranchedModel:
@@ -42,7 +43,7 @@ def _built_in(manifest: dict, run_dir: Path) -> BranchedModel:
     tasks = [TaskSpec(name, kind, n if kind == "multiclass" else 1) for name, kind, n in
              zip(manifest["task_names"], manifest["task_types"], manifest["n_outputs"])]
     n = len(tasks)
-    copies = n if config.method == "stl" else 1
+    copies = method_spec(config.method).trunk_copies(n)
     # the checkpoint holds the trained weights: the trunk's initial weights file is not needed
     model_config = dataclasses.replace(config.model, trunk_weights=None)
     return build_model(manifest["input_shape"], tasks, model_config, np.arange(n), copies,
@@ -105,7 +106,7 @@ def predict(run_dir: str | Path | BranchedModel, x: Any, *, model: Any = None,
     model : optional
         As for :func:`load_model`.
     """
-    from .runinfo import predict_all
+    from .evaluation import predict_all
 
     loaded = run_dir if isinstance(run_dir, BranchedModel) else load_model(run_dir, model)
     x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float32)

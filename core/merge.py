@@ -51,6 +51,6 @@ def merge_estimators(model: Any, optimizer: torch.optim.Optimizer | None, parent
                      assignment_after: np.ndarray, mode: str,
                      scores: np.ndarray | None = None) -> None:
     """Replace the stacked estimators of a :class:`~.branched.BranchedModel` by the merged
-    ones, in place, with their optimizer state (:meth:`~.branched.EstimatorStack.merge`)."""
+    ones, in place, with their optimizer state (:meth:`~.estimators.EstimatorStack.merge`)."""
     model.estimators.merge(merge_matrix(parent, mode, scores), optimizer)
     model.assignment.copy_(torch.as_tensor(assignment_after, dtype=torch.long))

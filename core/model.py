@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .branched import BranchedModel, _uniform_, init_stacked_linear
+from .branched import BranchedModel
 from .config import ModelConfig
+from .estimators import init_stacked_linear, uniform_
 
 
 class Bank(nn.Module):
@@ -56,7 +57,7 @@ class Trunk(nn.Module):
             for ch in cfg.conv_channels:
                 wt = torch.empty(copies * ch, c, 3, 3)
                 for i in range(copies):
-                    _uniform_(wt[i * ch:(i + 1) * ch], c * 9, gen)
+                    uniform_(wt[i * ch:(i + 1) * ch], c * 9, gen)
                 self.convs.append(nn.Parameter(wt))
                 self.convs.append(nn.Parameter(torch.zeros(copies * ch)))
                 c, h, w = ch, h // 2, w // 2

@@ -15,12 +15,21 @@ _VECTOR_MODEL = {"trunk_hidden": (), "representation_dim": 64, "estimator_hidden
 _IMAGE_MODEL = {"conv_channels": (16, 32), "representation_dim": 128, "estimator_hidden": (64, 32)}
 
 # Section -> values. "data.options" entries are passed to the dataset loader.
+# Vector data, and vector data without a profile.
+_VECTOR = {
+    "model": _VECTOR_MODEL,
+    "train": {"steps": 200, "batch_size": None, "lr": 1e-2},
+    "sharing": {"warmup_steps": 40},
+}
+# Image data, and image data without a profile: full-batch steps over thousands of images are
+# what made a 6,000-image run take 443 s for 200 steps (8 s with mini-batches of 128).
+_IMAGE = {
+    "model": _IMAGE_MODEL,
+    "train": {"steps": 300, "batch_size": 64, "lr": 2e-3},
+    "sharing": {"warmup_steps": 150},
+}
 _DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "synthetic": {
-        "model": _VECTOR_MODEL,
-        "train": {"steps": 200, "batch_size": None, "lr": 1e-2},
-        "sharing": {"warmup_steps": 40},
-    },
+    "synthetic": _VECTOR,
     # ~83 students per school: one 16-unit estimator layer and strong L2 keep the 139 branches
     # from overfitting (64-32-32 branches: test explained variance fell from 10% at step 25 to
     # 4.7% at 300; pooled ridge reaches 27%). mtl plateaus by step 40, so 60 full-batch steps;
@@ -42,11 +51,7 @@ _DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # Tasks read different halves of the image: the rank-4 subspace distance separates the
     # halves (ARI 1.0 on seeds 0-2 for windows of 150-250 steps); rank 1-2 does not.
-    "mnist_context": {
-        "model": _IMAGE_MODEL,
-        "train": {"steps": 300, "batch_size": 64, "lr": 2e-3},
-        "sharing": {"warmup_steps": 150},
-    },
+    "mnist_context": _IMAGE,
     # Every task reads the same object, so all tasks share a broad gradient subspace (rank 4
     # merges nearly everything, ARI 0.2-0.4); the factor a task reads shows in its top gradient
     # factor only: rank 1. Batch 128 halves the mini-batch noise in that factor, and a
@@ -57,28 +62,8 @@ _DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "sharing": {"warmup_steps": 200},
         "grouping": {"rank": 1},
     },
-    "celeba": {
-        "model": _IMAGE_MODEL,
-        "train": {"steps": 300, "batch_size": 64, "lr": 2e-3},
-        "sharing": {"warmup_steps": 150},
-    },
-    "omniart": {
-        "model": _IMAGE_MODEL,
-        "train": {"steps": 300, "batch_size": 64, "lr": 2e-3},
-        "sharing": {"warmup_steps": 150},
-    },
-}
-_GENERIC = {
-    "model": _VECTOR_MODEL,
-    "train": {"steps": 200, "batch_size": None, "lr": 1e-2},
-    "sharing": {"warmup_steps": 40},
-}
-# Image data without a profile: full-batch steps over thousands of images are what made a
-# 6,000-image run take 443 s for 200 steps (8 s with mini-batches of 128).
-_GENERIC_IMAGE = {
-    "model": _IMAGE_MODEL,
-    "train": {"steps": 300, "batch_size": 64, "lr": 2e-3},
-    "sharing": {"warmup_steps": 150},
+    "celeba": _IMAGE,
+    "omniart": _IMAGE,
 }
 _FULL_SCALE = {"steps": 3, "warmup_steps": 3}
 
@@ -100,7 +85,7 @@ def profile_defaults(dataset: str, profile: str, input_kind: str | None = None
     ``full`` trains three times longer than ``quick`` and asks loaders for full sizes.
     """
     name = defaults_name(dataset, input_kind)
-    base = {"generic_image": _GENERIC_IMAGE, "generic_vector": _GENERIC}.get(name) or _DEFAULTS[name]
+    base = {"generic_image": _IMAGE, "generic_vector": _VECTOR}.get(name) or _DEFAULTS[name]
     out = {section: dict(values) for section, values in base.items()}
     if profile == "full":
         out["train"]["steps"] *= _FULL_SCALE["steps"]

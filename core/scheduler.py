@@ -258,16 +258,15 @@ class SharingScheduler:
     # -- the run store ---------------------------------------------------------------------
     def _write_event(self, result: EventResult, summed_bins: np.ndarray, before: int) -> None:
         cfg = self.config
+        # the store takes plain fields, not the grouping rule's type: EventResult's by name
+        decision = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
         ds = store.encode_event(
-            result, index=self.n_events, step=self.step_count, window_start=self.window_start,
+            **decision, index=self.n_events, step=self.step_count, window_start=self.window_start,
             bins=summed_bins, sketch_seed=cfg.seed + SKETCH_SEED_OFFSET,
-            sketch_kind=cfg.sharing.sketch_kind, task_names=self.model.task_names,
+            sketch_kind=cfg.sharing.sketch_kind, task_names=tuple(self.model.task_names),
             n_params_before=before, n_params_after=self.model.count_parameters()[0],
             merge_mode=cfg.sharing.merge, grouping_config=dataclasses.asdict(cfg.grouping))
-        path = store.write_event(self.run_dir, ds)
-        manifest = store.read_manifest(self.run_dir)
-        names = sorted(set(manifest.get("events", [])) | {path.name})
-        store.update_manifest(self.run_dir, events=names)
+        store.write_event(self.run_dir, ds)  # the manifest's event list is the directory's
 
     def _attach_run(self, resume: bool) -> None:
         """Create and lock a new run store, or continue an existing one (``resume``). A store
@@ -294,11 +293,13 @@ class SharingScheduler:
 
     def _create_run(self) -> None:
         from .branched import describe
-        from .runinfo import versions_and_revision
+        from .methods import method_spec
+        from .rundir import versions_and_revision
 
         model = self.model
         manifest = {
             "status": "running", "method": self.config.method, "seed": self.config.seed,
+            "method_spec": method_spec(self.config.method).to_dict(),
             "config": self.config.to_dict(), "trained_by": "SharingScheduler",
             "dataset": {"name": "user", "variant": "user"},
             "task_names": model.task_names, "task_types": [t.type for t in model.tasks],

@@ -25,15 +25,15 @@ from .registry import DATASETS, dataset_options, list_datasets, load_dataset, re
 from .validation import validate_mtl_data
 
 __all__ = [
-    "ArrayItems",
     "DATASETS",
     "ENV_VAR",
     "TASK_TYPES",
     "VARIANTS",
+    "ArrayItems",
     "DataFileNotFoundError",
     "DatasetError",
-    "MTLData",
     "ImageFileItems",
+    "MTLData",
     "MTLTorchDataset",
     "StreamedMTLData",
     "TaskSpec",

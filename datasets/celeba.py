@@ -23,9 +23,9 @@ import numpy as np
 
 from .base import DatasetError, TaskSpec
 from .items import ImageFileItems, StreamedMTLData
+from .options import Int, by_profile, check_option
 from .paths import resolve_data_root, sha256
 from .registry import register_dataset
-from .validation import by_profile, check_int
 
 REQUIRED = ("img_align_celeba", "list_attr_celeba.txt", "list_eval_partition.txt")
 SOURCE = "CelebA (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html), torchvision layout"
@@ -102,6 +102,23 @@ def _read_partition(path: Path) -> dict[str, int]:
     }
 
 
+def _partition_items(folder: Path, files: list[str], targets: np.ndarray,
+                     partition: dict[str, int], part: int, cap: int | None, label: str,
+                     rng: np.random.Generator, image_size: int) -> ImageFileItems:
+    """The images of partition ``part`` (0 train, 2 test), at most ``cap`` of them (a seeded
+    subsample; ``label`` names the cap's option in the error for a bad one)."""
+    idx = np.asarray([i for i, f in enumerate(files) if partition.get(f) == part], dtype=int)
+    if idx.size == 0:
+        raise DatasetError(
+            f"celeba: no image of partition {part} in {folder / 'list_eval_partition.txt'}"
+        )
+    if cap is not None and idx.size > check_option(label, cap, Int(1), "celeba"):
+        idx = np.sort(rng.choice(idx, size=cap, replace=False))
+    y = targets[idx]
+    return ImageFileItems(folder / "img_align_celeba", [files[i] for i in idx], y,
+                          np.ones(y.shape, dtype=bool), image_size)
+
+
 @register_dataset("celeba")
 def load_celeba(
     *,
@@ -135,7 +152,7 @@ def load_celeba(
         Cap on the images per split; None takes the profile's default (None under full:
         no cap).
     """
-    image_size = check_int("celeba", "image_size", image_size, 4)
+    image_size = check_option("image_size", image_size, Int(4), "celeba")
     max_train = by_profile(max_train, profile, 2000, None)
     max_test = by_profile(max_test, profile, 500, None)
     folder = resolve_root(root, data_root, "celeba", REQUIRED, "celeba")
@@ -143,19 +160,16 @@ def load_celeba(
     names, files, targets = _read_attributes(attr_path)
     partition = _read_partition(folder / "list_eval_partition.txt")
     rng = np.random.default_rng(seed)
-    splits = []
-    for part, cap, label in ((0, max_train, "max_train"), (2, max_test, "max_test")):
-        idx = np.asarray([i for i, f in enumerate(files) if partition.get(f) == part], dtype=int)
-        if idx.size == 0:
-            raise DatasetError(
-                f"celeba: no image of partition {part} in {folder / 'list_eval_partition.txt'}"
-            )
-        if cap is not None and idx.size > check_int("celeba", label, cap, 1):
-            idx = np.sort(rng.choice(idx, size=cap, replace=False))
-        y = targets[idx]
-        splits.append(ImageFileItems(folder / "img_align_celeba", [files[i] for i in idx], y,
-                                     np.ones(y.shape, dtype=bool), image_size))
-    train, test = splits
+    train, test = (
+        _partition_items(folder, files, targets, partition, part, cap, label, rng, image_size)
+        for part, cap, label in ((0, max_train, "max_train"), (2, max_test, "max_test"))
+    )
+    return _dataset(folder, names, train, test, seed, image_size)
+
+
+def _dataset(folder: Path, names: list[str], train: ImageFileItems, test: ImageFileItems,
+             seed: int, image_size: int) -> StreamedMTLData:
+    """The validated CelebA dataset: 40 binary tasks, provenance with the annotations' hash."""
     data = StreamedMTLData(
         name="celeba",
         train=train,
@@ -166,7 +180,7 @@ def load_celeba(
             "name": "celeba",
             "variant": "real",
             "root": str(folder),
-            "attributes_sha256": sha256(attr_path),
+            "attributes_sha256": sha256(folder / "list_attr_celeba.txt"),
             "seed": seed,
             "image_size": image_size,
             "n_train": len(train),

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arrays import one_task_mask, scatter_targets
+from .arrays import one_task_splits
 from .base import DatasetError, MTLData, TaskSpec
+from .options import Int, OneOf, check_option
 from .paths import DataFileNotFoundError, find_data_file, verify_sha256
 from .registry import register_dataset
-from .validation import check_choice, check_int
 
 FILENAME = "lenk_data.mat"
 SHA256 = "e6cc1029fa15ba8135dfca0f6a4bfa75599b4d43fe77224ce6b07bf9cdeb3e0b"
@@ -62,8 +62,8 @@ def load_computer(
     MTLData
         ``x`` ``(180 * n_train_items, 13)`` and ``(720, 13)``; 180 ``rank`` tasks.
     """
-    check_choice("computer", "n_train_items", n_train_items, (16, 8))
-    n_segments = check_int("computer", "n_segments", n_segments, 1, N_PERSONS)
+    check_option("n_train_items", n_train_items, OneOf((16, 8)), "computer")
+    n_segments = check_option("n_segments", n_segments, Int(1, N_PERSONS), "computer")
     groups = None
     try:
         path = find_data_file(FILENAME, data_root, source_hint=SOURCE)
@@ -107,12 +107,9 @@ def _build(train, test, n_train_items, groups, provenance) -> MTLData:
     attributes = slice(1, 1 + N_ATTRIBUTES)
     data = MTLData(
         name="computer",
-        x_train=train[:, attributes].astype(np.float32),
-        y_train=scatter_targets(train[:, -1], person_tr, N_PERSONS),
-        m_train=one_task_mask(person_tr, N_PERSONS),
-        x_test=test[:, attributes].astype(np.float32),
-        y_test=scatter_targets(test[:, -1], person_te, N_PERSONS),
-        m_test=one_task_mask(person_te, N_PERSONS),
+        **one_task_splits((train[:, attributes].astype(np.float32), train[:, -1], person_tr),
+                          (test[:, attributes].astype(np.float32), test[:, -1], person_te),
+                          N_PERSONS),
         tasks=[TaskSpec(f"person_{p:03d}", "rank") for p in range(N_PERSONS)],
         groups=groups,
         provenance=provenance,

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .base import TASK_TYPES, DatasetError, MTLData, TaskList, TaskSpec
+from .options import SPLIT, check_option
 
 
 class ArrayItems:
@@ -136,8 +137,7 @@ class StreamedMTLData(TaskList):
 
     def labels(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """``(y, m)`` of a whole split, ``(n, n_tasks)`` each."""
-        if split not in ("train", "test"):
-            raise DatasetError(f"invalid split={split!r}; allowed: ('train', 'test')")
+        check_option("split", split, SPLIT)
         if split not in self._labels:
             self._labels[split] = split_labels(getattr(self, split))
         return self._labels[split]

@@ -25,8 +25,8 @@ import numpy as np
 
 from .arrays import arrays_sha256
 from .base import DatasetError, MTLData, TaskSpec
+from .options import Int, by_profile, check_options
 from .registry import register_dataset
-from .validation import by_profile, check_int
 
 FUNCTIONS = {
     "even": lambda d: d % 2 == 0,
@@ -86,8 +86,16 @@ def load_mnist_context(
         ``extras``: ``region_masks`` ``(2, 28, 56)`` (left half, right half), ``task_region``
         ``(8,)`` (= groups), ``digits_train`` / ``digits_test`` ``(n, 2)`` (left, right digit).
     """
-    n_train = check_int("mnist_context", "n_train", by_profile(n_train, profile, 3000, 20000), 1)
-    n_test = check_int("mnist_context", "n_test", by_profile(n_test, profile, 1000, 2000), 1)
+    sizes = check_options(
+        "mnist_context",
+        n_train=(by_profile(n_train, profile, 3000, 20000), Int(1)),
+        n_test=(by_profile(n_test, profile, 1000, 2000), Int(1)),
+    )
+    return _generate(seed, sizes["n_train"], sizes["n_test"])
+
+
+def _generate(seed: int, n_train: int, n_test: int) -> MTLData:
+    """:func:`load_mnist_context` on checked sizes."""
     images, labels = mnist_5k()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))

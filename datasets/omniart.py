@@ -27,9 +27,9 @@ import numpy as np
 from .base import TASK_TYPES, DatasetError, TaskSpec
 from .celeba import resolve_root
 from .items import ImageFileItems, StreamedMTLData
+from .options import Int, Real, by_profile, check_option
 from .paths import sha256
 from .registry import register_dataset
-from .validation import by_profile, check_float, check_int
 
 REQUIRED = ("attributes.csv", "images")
 MISSING = {"", "na", "nan", "none", "null"}
@@ -69,8 +69,8 @@ def load_omniart(
     max_samples : int, optional
         Cap on rows read; None takes the profile's default.
     """
-    image_size = check_int("omniart", "image_size", image_size, 4)
-    test_fraction = check_float("omniart", "test_fraction", test_fraction, 0.01, 0.99)
+    image_size = check_option("image_size", image_size, Int(4), "omniart")
+    test_fraction = check_option("test_fraction", test_fraction, Real(0.01, 0.99), "omniart")
     cap = by_profile(max_samples, profile, 2000, None)
     folder = resolve_root(root, data_root, "omniart", REQUIRED, "omniart")
     csv_path = folder / "attributes.csv"
@@ -82,8 +82,16 @@ def load_omniart(
     if "image" not in columns:
         raise DatasetError(f"{csv_path}: no 'image' column; found columns {columns}")
     rng = np.random.default_rng(seed)
-    if cap is not None and len(rows) > check_int("omniart", "max_samples", cap, 2):
+    if cap is not None and len(rows) > check_option("max_samples", cap, Int(2), "omniart"):
         rows = [rows[i] for i in np.sort(rng.choice(len(rows), size=cap, replace=False))]
+    return _assemble(folder, rows, columns, rng, seed, test_fraction, image_size)
+
+
+def _assemble(folder, rows: list[dict[str, str]], columns: list[str], rng: np.random.Generator,
+              seed: int, test_fraction: float, image_size: int) -> StreamedMTLData:
+    """The validated dataset of :func:`load_omniart` from the CSV's (subsampled) ``rows``:
+    task types, the split (``rng`` draws it when there is no split column), targets."""
+    csv_path = folder / "attributes.csv"
     overrides = _read_overrides(folder / "tasks.json")
     task_columns = [c for c in columns if c not in ("image", "split")]
     task_columns = [c for c in task_columns if overrides.get(c) != "ignore"]

@@ -13,9 +13,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from .base import DatasetError, MTLData
+from .options import Int, OneOf, check_option
 
 DatasetFn = Callable[..., MTLData]
 DATASETS: dict[str, DatasetFn] = {}
@@ -112,11 +111,8 @@ def load_dataset(
         Validated; ``provenance`` also records ``profile`` and ``seed``.
     """
     fn = _get(name)
-    if profile not in PROFILES:
-        raise DatasetError(f"invalid profile={profile!r}; profile must be one of {PROFILES}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise DatasetError(f"invalid seed={seed!r}; seed must be an int")
-    seed = int(seed)
+    check_option("profile", profile, OneOf(PROFILES, "{option} must be one of {allowed}"))
+    seed = check_option("seed", seed, Int())
     allowed = dataset_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:

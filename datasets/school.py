@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arrays import one_task_mask, scatter_targets, standardize
+from .arrays import one_task_splits, standardize
 from .base import DatasetError, MTLData, TaskSpec
+from .options import Real, check_option
 from .paths import DataFileNotFoundError, find_data_file, verify_sha256
 from .registry import register_dataset
-from .validation import check_float
 
 FILENAME = "school.mat"
 SHA256 = "57fb3238fdd03a9aa17276e2ce18d9bbb5d128c3261e794fe6233b58b6909068"
@@ -61,7 +61,7 @@ def load_school(
     MTLData
         ``x`` ``(n, 27)``, 139 regression tasks, ``groups`` None (no known true groups).
     """
-    train_fraction = check_float("school", "train_fraction", train_fraction, 0.01, 0.99)
+    train_fraction = check_option("train_fraction", train_fraction, Real(0.01, 0.99), "school")
     try:
         path = find_data_file(FILENAME, data_root, source_hint=SOURCE)
     except DataFileNotFoundError as err:
@@ -124,12 +124,8 @@ def _build(features, scores, train_fraction, seed, provenance) -> MTLData:
     constant = [j for j in range(x_tr.shape[1]) if all(np.ptp(x[:, j]) == 0 for x in features)]
     data = MTLData(
         name="school",
-        x_train=x_tr,
-        y_train=scatter_targets((y_tr - offset) / scale, t_tr, n_tasks),
-        m_train=one_task_mask(t_tr, n_tasks),
-        x_test=x_te,
-        y_test=scatter_targets((y_te - offset) / scale, t_te, n_tasks),
-        m_test=one_task_mask(t_te, n_tasks),
+        **one_task_splits((x_tr, (y_tr - offset) / scale, t_tr),
+                          (x_te, (y_te - offset) / scale, t_te), n_tasks),
         tasks=[TaskSpec(f"school_{t:03d}", "regression") for t in range(n_tasks)],
         groups=None,
         provenance=provenance,

@@ -18,11 +18,13 @@ Rendering is vectorized numpy (a few hundred ms for the quick sizes).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .base import MTLData, TaskSpec
+from .options import Int, OneOf, by_profile, check_options
 from .registry import register_dataset
-from .validation import by_profile, check_choice, check_int
 
 SIZE = 32
 SHAPES = ("circle", "square", "triangle")
@@ -74,17 +76,26 @@ def load_shapes_context(
         ``factors_train`` / ``factors_test``: dict of ``(n,)`` arrays (shape, colour, size, cx,
         cy).
     """
-    name = "shapes_context"
-    n_train = check_int(name, "n_train", by_profile(n_train, profile, 3000, 20000), 1)
-    n_test = check_int(name, "n_test", by_profile(n_test, profile, 1000, 2000), 1)
-    check_choice(name, "task_set", task_set, ("binary", "mixed"))
-    max_distractors = check_int(name, "max_distractors", max_distractors, 0)
+    generator = check_options(
+        "shapes_context",
+        n_train=(by_profile(n_train, profile, 3000, 20000), Int(1)),
+        n_test=(by_profile(n_test, profile, 1000, 2000), Int(1)),
+        task_set=(task_set, OneOf(("binary", "mixed"))),
+        max_distractors=(max_distractors, Int(0)),
+    )
+    return _generate(seed, generator)
+
+
+def _generate(seed: int, generator: dict[str, Any]) -> MTLData:
+    """:func:`load_shapes_context` on its checked options, recorded in the provenance."""
+    n_train, n_test, task_set = generator["n_train"], generator["n_test"], generator["task_set"]
+    max_distractors = generator["max_distractors"]
     rng = np.random.default_rng(seed)
     x_tr, f_tr, _ = render_scenes(rng, n_train, max_distractors)
     x_te, f_te, masks_te = render_scenes(rng, n_test, max_distractors)
     tasks, groups = _task_specs(task_set)
     data = MTLData(
-        name=name,
+        name="shapes_context",
         x_train=x_tr,
         y_train=_targets(f_tr, task_set),
         m_train=np.ones((n_train, len(tasks)), dtype=bool),
@@ -94,15 +105,10 @@ def load_shapes_context(
         tasks=tasks,
         groups=groups,
         provenance={
-            "name": name,
+            "name": "shapes_context",
             "variant": "synthetic",
             "seed": seed,
-            "generator": {
-                "n_train": n_train,
-                "n_test": n_test,
-                "task_set": task_set,
-                "max_distractors": max_distractors,
-            },
+            "generator": generator,
         },
         main_metric="accuracy",
         extras={

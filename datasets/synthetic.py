@@ -19,12 +19,14 @@ the targets globally (one offset and scale for all tasks; ``extras["target_scale
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .arrays import one_task_mask, scatter_targets, standardize
+from .arrays import one_task_splits, standardize
 from .base import MTLData, TaskSpec
+from .options import Int, OneOf, Real, check_options
 from .registry import register_dataset
-from .validation import check_choice, check_float, check_int
 
 GENERATORS = ("kang", "overlap")
 
@@ -74,46 +76,40 @@ def load_synthetic(
         generator units; ``extras["basis_codes"]`` ``(n_tasks, n_groups)``: each task's
         weights on the group directions / basis tasks (one nonzero per row for ``kang``).
     """
-    name = "synthetic"
-    check_choice(name, "variant", variant, GENERATORS)
-    n_tasks = check_int(name, "n_tasks", n_tasks, 2)
-    n_groups = check_int(name, "n_groups", n_groups, 1, n_tasks)
-    n_features = check_int(name, "n_features", n_features, 1)
-    samples_per_task = check_int(name, "samples_per_task", samples_per_task, 2)
-    test_per_task = check_int(name, "test_per_task", test_per_task, 1)
-    noise = check_float(name, "noise", noise, 0.0)
-    task_spread = check_float(name, "task_spread", task_spread, 0.0)
+    options = check_options(
+        "synthetic",
+        variant=(variant, OneOf(GENERATORS)),
+        n_tasks=(n_tasks, Int(2)),
+        n_groups=(n_groups, Int(1, n_tasks)),  # reached only once n_tasks passed
+        n_features=(n_features, Int(1)),
+        samples_per_task=(samples_per_task, Int(2)),
+        test_per_task=(test_per_task, Int(1)),
+        noise=(noise, Real(0.0)),
+        task_spread=(task_spread, Real(0.0)),
+    )
+    return _generate(seed, options)
 
+
+def _generate(seed: int, options: dict[str, Any]) -> MTLData:
+    """:func:`load_synthetic` on its checked ``options``, recorded in the provenance."""
+    n_tasks, n_groups, noise = options["n_tasks"], options["n_groups"], options["noise"]
     rng = np.random.default_rng(seed)
     # Contiguous, balanced blocks: task t belongs to group floor(t * G / T).
     groups = np.arange(n_tasks) * n_groups // n_tasks
-    make = _kang_weights if variant == "kang" else _overlap_weights
-    weights, codes = make(rng, groups, n_groups, n_features, task_spread)
-    x_tr, y_tr, t_tr = _sample(rng, weights, samples_per_task, noise)
-    x_te, y_te, t_te = _sample(rng, weights, test_per_task, noise)
+    make = _kang_weights if options["variant"] == "kang" else _overlap_weights
+    weights, codes = make(rng, groups, n_groups, options["n_features"], options["task_spread"])
+    x_tr, y_tr, t_tr = _sample(rng, weights, options["samples_per_task"], noise)
+    x_te, y_te, t_te = _sample(rng, weights, options["test_per_task"], noise)
     x_tr, x_te, _, _ = standardize(x_tr, x_te)
     offset, scale = float(y_tr.mean()), float(y_tr.std())
-    options = {
-        "variant": variant,
-        "n_tasks": n_tasks,
-        "n_groups": n_groups,
-        "n_features": n_features,
-        "samples_per_task": samples_per_task,
-        "test_per_task": test_per_task,
-        "noise": noise,
-        "task_spread": task_spread,
-    }
     data = MTLData(
-        name=name,
-        x_train=x_tr,
-        y_train=scatter_targets((y_tr - offset) / scale, t_tr, n_tasks),
-        m_train=one_task_mask(t_tr, n_tasks),
-        x_test=x_te,
-        y_test=scatter_targets((y_te - offset) / scale, t_te, n_tasks),
-        m_test=one_task_mask(t_te, n_tasks),
+        name="synthetic",
+        **one_task_splits((x_tr, (y_tr - offset) / scale, t_tr),
+                          (x_te, (y_te - offset) / scale, t_te), n_tasks),
         tasks=[TaskSpec(f"task_{t:02d}", "regression") for t in range(n_tasks)],
         groups=groups.astype(np.int64),
-        provenance={"name": name, "variant": "synthetic", "seed": seed, "generator": options},
+        provenance={"name": "synthetic", "variant": "synthetic", "seed": seed,
+                    "generator": options},
         main_metric="rmse",
         extras={
             "true_weights": weights.astype(np.float32),

@@ -8,17 +8,15 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from .base import DatasetError
+from .options import SPLIT, check_option
 
 if TYPE_CHECKING:
     from .base import MTLData
 
-SPLITS = ("train", "test")
 
 
 def _split_arrays(data: MTLData, split: str):
-    if split not in SPLITS:
-        raise DatasetError(f"invalid split={split!r}; allowed: {SPLITS}")
+    check_option("split", split, SPLIT)
     return getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), getattr(data, f"m_{split}")
 
 

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from selective_sharing.core import scheduler as scheduler_module
 from selective_sharing.core import store
-from selective_sharing.core import training as train_module
+from selective_sharing.core import trainer as trainer_module
 from selective_sharing.core.baselines import AffinityRecorder
-from selective_sharing.core.branched import EstimatorStack
+from selective_sharing.core.estimators import EstimatorStack
 from selective_sharing.core.capture import GradientWindow
 from selective_sharing.core.config import make_config
 from selective_sharing.core.model import estimator_template
-from selective_sharing.core.runinfo import new_manifest
+from selective_sharing.core.rundir import new_manifest
 from selective_sharing.core.scheduler import SharingScheduler
 from selective_sharing.core.training import Trainer
 from selective_sharing.datasets import load_dataset
@@ -202,7 +202,7 @@ _PARTS = {
     (scheduler_module, "grouping_event"): "decide",
     (store, "write_event"): "event_file",
     (Trainer, "write_history"): "history",
-    (train_module, "save_checkpoint"): "checkpoint",
+    (trainer_module, "save_checkpoint"): "checkpoint",
 }
 _CURRENT: dict[str, float] = {}
 
@@ -344,7 +344,7 @@ def _summary(n_tasks: int, size: str | None, times: dict[str, Timings]) -> dict[
 
 def stack_paths(n_tasks: int, size: str, *, steps: int = 30, warm: int = 3) -> dict[str, float]:
     """Forward + backward of the stacked estimators through both paths of
-    :class:`~selective_sharing.core.branched.EstimatorStack`: ``einsum`` (plain Linear/ReLU
+    :class:`~selective_sharing.core.estimators.EstimatorStack`: ``einsum`` (plain Linear/ReLU
     templates, the layout of the earlier bank) and ``vmap(functional_call)`` (any template),
     same weights and batch (20 samples per task, as the step benchmark), interleaved in one
     process. Returns the median seconds of each and ``vmap_over_einsum``."""

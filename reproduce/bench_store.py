@@ -17,11 +17,11 @@ import numpy as np
 import xarray as xr
 from bench_steps import SIZES, bench_data
 from selective_sharing.analysis import replay
-from selective_sharing.analysis.events import grouping_config, read_events
+from selective_sharing.analysis.events import event_result, grouping_config, read_events
 from selective_sharing.core import store
 from selective_sharing.core.config import make_config
 from selective_sharing.core.grouping import grouping_event
-from selective_sharing.core.store_schema import netcdf_encoding
+from selective_sharing.core.store import netcdf_encoding
 from selective_sharing.core.training import train
 
 
@@ -81,7 +81,7 @@ def replay_time(run_dir: Path, repeats: int = 3) -> dict[str, object]:
     for k in sorted({min(n, 10), min(n, 25), n}):
         paths = store.list_events(run_dir)[:k]
         prefix[k] = _timed(
-            lambda paths=paths: decide([store.decode_event(store.read_event(p)) for p in paths]), 1
+            lambda paths=paths: decide([event_result(store.read_event(p)) for p in paths]), 1
         )[0]
     return {
         "replay_s": wall,

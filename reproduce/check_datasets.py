@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from selective_sharing.core import store
-from selective_sharing.core.config import METHODS, make_config
+from selective_sharing.core.cli import add_set_option
+from selective_sharing.core.config import METHODS, PROFILES, make_config
 
 DATASETS = ("synthetic", "school", "computer", "mnist_context", "shapes_context")
 HEADER = (
@@ -161,16 +162,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--methods", nargs="+", default=["mtl", "ss_similarity"], choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--profile", default="quick", choices=("quick", "full"))
+    p.add_argument("--profile", default="quick", choices=PROFILES)
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value for every run (repeatable)",
-    )
+    add_set_option(p, "override a config value for every run (repeatable)")
     p.add_argument("--out", default=None, help="keep the run stores here (default: temporary)")
     p.add_argument("--events", action="store_true", help="print each run's grouping events")
     return p.parse_args(argv)

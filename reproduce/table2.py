@@ -17,6 +17,7 @@ import sys
 import time
 
 from selective_sharing.analysis.table import collect_runs, summarize_runs, write_table
+from selective_sharing.core.cli import add_set_option
 from selective_sharing.core.config import METHODS, PROFILES, ConfigError
 from selective_sharing.core.grid import (
     EXECUTORS,
@@ -93,14 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="local processes / LocalCluster workers")
     p.add_argument("--runs", default="runs", help="folder of the run stores")
     p.add_argument("--out", default="results", help="folder for table2.{md,tex,csv}")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every run, e.g. train.steps=30 (repeatable)",
-    )
+    add_set_option(p, "config override for every run, e.g. train.steps=30 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

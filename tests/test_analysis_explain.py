@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 from selective_sharing.analysis import explain, replay
+from selective_sharing.analysis.events import event_result
 from selective_sharing.analysis.replay import IgnoredOverrideWarning
 from selective_sharing.core import store
 from test_analysis_runs import make_run
@@ -21,7 +22,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def events(run):
-    return [store.decode_event(store.read_event(p)) for p in store.list_events(run)]
+    return [event_result(store.read_event(p)) for p in store.list_events(run)]
 
 
 def _merged_pair(events):

@@ -40,7 +40,10 @@ FORBIDDEN = (
     "torch",
     *(
         f"selective_sharing.core.{m}"
-        for m in ("train", "model", "runinfo", "capture", "merge", "checkpoint")
+        for m in (
+            "train", "model", "rundir", "evaluation", "activations", "capture", "merge",
+            "checkpoint",
+        )
     ),
 )
 REPORT = f"""

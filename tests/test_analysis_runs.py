@@ -3,7 +3,8 @@
 :func:`make_run` trains a run once per test session (in-process, one thread) and caches its
 directory: other test files import it (``from test_analysis_runs import make_run``), and since
 this module is imported once, every file shares the cache. Methods under test are discovered
-from ``core.config.METHODS`` (every ``ss_*`` method), not listed by hand.
+from the method registry (``core.methods``: every method with a grouping strategy), not listed
+by hand.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from selective_sharing.core import store
-from selective_sharing.core.config import METHODS
+from selective_sharing.core.methods import methods_where
 
-SS_METHODS = [m for m in METHODS if m.startswith("ss_")]
+SS_METHODS = list(methods_where(is_selective=True))
 IMAGE_DATASET = "mnist_context"
 
 # Small enough to train in about a second of CPU each, large enough for several events. The

@@ -179,7 +179,7 @@ def test_resnet18_trunk_trains_a_celeba_run_and_reloads(tmp_path) -> None:
     run = train(config, progress=False)
     manifest = store.read_manifest(run)
     assert manifest["config"]["model"]["trunk"] == "resnet18"
-    from selective_sharing.core.runinfo import describe_defaults
+    from selective_sharing.core.rundir import describe_defaults
 
     assert "resnet18" in describe_defaults(config, "cpu")
     weights.unlink()  # reloading needs the checkpoint only

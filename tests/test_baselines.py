@@ -12,6 +12,7 @@ from selective_sharing.core.config import ConfigError
 from selective_sharing.core.grouping.affinity import (_partitions, agglomerate, exhaustive,
                                                       partition_score, random_partition)
 from selective_sharing.core.grouping.partition import canonical, group_sizes
+from selective_sharing.core.methods import METHOD_SPECS
 from selective_sharing.core.training import train
 
 
@@ -54,7 +55,7 @@ SMALL = {"train.steps": 30, "samples_per_task": 30, "n_tasks": 9, "data.n_groups
          "affinity_every": 5}
 
 
-@pytest.mark.parametrize("method", ["oracle", "random_groups", "cosine_groups", "tag"])
+@pytest.mark.parametrize("method", [m for m, s in METHOD_SPECS.items() if s.partition])
 def test_baselines_train_a_fixed_partition_and_count_their_passes(tmp_path, method) -> None:
     overrides = {**SMALL, "baseline.n_groups": 3}
     if method == "random_groups":

@@ -128,7 +128,7 @@ def test_multiclass_uses_only_the_tasks_classes() -> None:
 def test_probe_set_covers_every_task_of_one_dataset_per_task_data() -> None:
     from types import SimpleNamespace
 
-    from selective_sharing.core.runinfo import probe_index
+    from selective_sharing.core.activations import probe_index
 
     m = np.zeros((12, 3), bool)
     m[:6, 0], m[6:9, 1], m[9:, 2] = True, True, True

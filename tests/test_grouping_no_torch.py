@@ -20,14 +20,14 @@ SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, BlockTorch())
     import numpy as np
-    from selective_sharing.core.grouping import GroupingConfig, grouping_event, make_sketcher
+    from selective_sharing.core.grouping import GroupingConfig, dense_projection, grouping_event
 
     rng = np.random.default_rng(0)
     base = rng.standard_normal((2, 6, 10))
     x = np.concatenate([base[0] + 0.05 * rng.standard_normal((3, 6, 10)),
                         base[1] + 0.05 * rng.standard_normal((3, 6, 10))]).astype(np.float32)
     r = grouping_event(x, np.arange(6), None, GroupingConfig())
-    sketch = make_sketcher(60, 8, seed=1)(x.reshape(6, -1))
+    sketch = x.reshape(6, -1) @ dense_projection(60, 8, seed=1)
     print(json.dumps({
         "assignment": r.assignment_after.tolist(),
         "sketch_shape": list(sketch.shape),

@@ -166,12 +166,13 @@ def test_event_is_deterministic(strategy, data, config):
 
 
 def test_user_strategy_and_distance_run_through_the_event():
-    def sign_blind_cosine(summed, factors, singular_values, degenerate, config):
-        flat = summed.reshape(len(summed), -1)
+    def sign_blind_cosine(window):
+        flat = window.summed.reshape(window.n_entities, -1)
         unit = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-300)
         return 1.0 - np.abs(unit @ unit.T)
 
-    def closest_pair(distances, factors, membership, config, *, degenerate):
+    def closest_pair(given):
+        distances = given.distance
         d = np.where(np.eye(len(distances), dtype=bool), np.inf, distances)
         i, j = np.unravel_index(np.argmin(d), d.shape)
         labels = np.arange(len(distances))

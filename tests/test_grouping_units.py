@@ -10,13 +10,13 @@ from selective_sharing.core.grouping import (
     DISTANCES,
     STRATEGIES,
     GroupingConfig,
-    apply_countsketch,
+    StrategyInput,
+    Window,
     canonical,
     compose,
     countsketch_params,
     dense_projection,
     grouping_event,
-    make_sketcher,
     register_distance,
     register_strategy,
 )
@@ -25,10 +25,12 @@ from selective_sharing.core.grouping.factorize import factorize
 from selective_sharing.core.grouping.guards import apply_guards
 from selective_sharing.core.grouping.hysteresis import apply_patience, update_streak
 from selective_sharing.core.grouping.silhouette import (
+    average_linkage,
     best_cut,
     labels_after_merges,
     silhouette_score,
 )
+from selective_sharing.core.grouping.sketch import resolve_kind
 from selective_sharing.core.grouping.strategies.kmeans import kmeans
 from selective_sharing.core.grouping.strategies.variance import variance
 from sklearn.metrics import silhouette_score as sk_silhouette
@@ -83,6 +85,29 @@ def event(x: np.ndarray, streak=None, assignment=None, **cfg) -> object:
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return np.array_equal(canonical(a), canonical(b))
+
+
+def window(degenerate, summed=None, factors=None, singular_values=None) -> Window:
+    """The input of a distance, for calling one directly (fields it does not read: None)."""
+    deg = np.asarray(degenerate, dtype=bool)
+    ones = np.ones(deg.size, dtype=np.int64)
+    return Window(summed, factors, singular_values, deg, ones, GroupingConfig())
+
+
+def strategy_input(d, config, membership=None, degenerate=None) -> StrategyInput:
+    """The input grouping_event gives a strategy whose chosen distance is ``d`` (one task per
+    entity), for calling a strategy directly."""
+    n = d.shape[0]
+    sizes = np.ones(n, dtype=np.int64)
+    tree = average_linkage(d)
+    cut = best_cut(
+        d, tree, min_groups=config.min_groups, max_group_size=config.max_group_size, sizes=sizes
+    )
+    deg = np.zeros(n, dtype=bool) if degenerate is None else np.asarray(degenerate, dtype=bool)
+    return StrategyInput(
+        None, None, None, deg, sizes, config, distances={"d": d}, trees={"d": tree},
+        cuts={"d": cut}, chosen="d", membership=membership,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- partitions
@@ -152,7 +177,7 @@ def test_factorize_rejects_bad_rank():
 def test_cosine_distance_hand_computed():
     x = in_plane([0, 0, 90, 180]).astype(np.float64)
     x[1] *= 3.0  # scale does not matter
-    d = cosine(x, None, None, np.zeros(4, bool), None)
+    d = cosine(window(np.zeros(4, bool), summed=x))
     expected = np.array([[0, 0, 1, 2], [0, 0, 1, 2], [1, 1, 0, 1], [2, 2, 1, 0]], float)
     np.testing.assert_allclose(d, expected, atol=1e-15)
 
@@ -161,7 +186,7 @@ def test_subspace_distance_hand_computed():
     e = np.eye(4)
     factors = np.stack([e[[0, 1]], e[[1, 2]], e[[2, 3]], np.stack([e[0], 0 * e[0]])])
     sv = np.array([[2.0, 1.0], [2.0, 1.0], [2.0, 1.0], [1.0, 0.0]])
-    d = subspace(None, factors, sv, np.zeros(4, bool), None)
+    d = subspace(window(np.zeros(4, bool), factors=factors, singular_values=sv))
     # span(e0,e1) vs span(e1,e2): one shared direction of two -> 1 - 1/2
     assert d[0, 1] == 0.5 and d[0, 2] == 1.0 and d[1, 2] == 0.5
     # a rank-1 entity inside a rank-2 span is at distance 0 (r_eff = 1)
@@ -174,7 +199,7 @@ def test_degenerate_entity_is_at_distance_one_from_all():
     deg = np.array([False, False, True])
     for fn in (cosine, subspace):
         sv, factors, _ = factorize(x, rank=1)
-        d = fn(x, factors, sv, deg, None)
+        d = fn(window(deg, x, factors, sv))
         assert d[2, 0] == d[2, 1] == d[0, 2] == 1.0 and d[2, 2] == 0.0
 
 
@@ -279,7 +304,7 @@ def test_variance_pairs_the_farthest():
 def test_variance_respects_min_groups():
     d = 1.0 - np.eye(4)
     cfg = GroupingConfig(strategy="variance", threshold=0.5, min_groups=3)
-    labels, _, _ = variance(d, None, None, cfg, degenerate=np.zeros(4, bool))
+    labels, _, _ = variance(strategy_input(d, cfg))
     assert labels.max() + 1 == 3
 
 
@@ -287,7 +312,7 @@ def test_kmeans_groups_by_dominant_cluster():
     m = np.array([[0.7, 0.3], [0.6, 0.4], [0.2, 0.8], [0.1, 0.9], [0.0, 0.0]])
     deg = np.array([False, False, False, False, True])
     cfg = GroupingConfig(strategy="kmeans")
-    labels, condition, threshold = kmeans(np.ones((5, 5)) - np.eye(5), None, m, cfg, degenerate=deg)
+    labels, condition, threshold = kmeans(strategy_input(np.ones((5, 5)) - np.eye(5), cfg, m, deg))
     assert labels.tolist() == [0, 0, 1, 1, 2] and np.isnan(threshold)
     assert condition[0, 2] == pytest.approx(1 - (0.7 * 0.2 + 0.3 * 0.8))
 
@@ -453,8 +478,8 @@ def test_event_rejects_inconsistent_inputs():
 
 
 def test_event_rejects_a_distance_that_breaks_the_protocol():
-    def bad(summed, factors, singular_values, degenerate, config):
-        return np.full((len(summed), len(summed)), 3.0)
+    def bad(window):
+        return np.full((window.n_entities, window.n_entities), 3.0)
 
     register_distance("test_bad_distance", bad)
     try:
@@ -476,8 +501,8 @@ def test_registry_rejects_duplicates_and_reserved_names():
         register_strategy("auto")
 
     @register_strategy("test_decorated")
-    def decorated(distances, factors, membership, config, *, degenerate):
-        return np.arange(len(distances)), distances, float("nan")
+    def decorated(given):
+        return np.arange(given.n_entities), given.distance, float("nan")
 
     try:
         assert STRATEGIES["test_decorated"] is decorated
@@ -498,25 +523,36 @@ def test_dense_projection_is_rebuilt_from_its_seed_and_preserves_norms():
     assert abs(ratio.mean() - 1.0) < 0.05  # E||xP||^2 = ||x||^2
 
 
+def capture_projection(x: np.ndarray, sketch_dim: int, seed: int, kind: str):
+    """The bins core/capture.py writes for one step of signal ``x`` ``(E, n_in)``: its projection,
+    with the kind it resolved."""
+    torch = pytest.importorskip("torch")
+    from selective_sharing.core.capture import GradientWindow
+
+    w = GradientWindow(x.shape[0], (1, x.shape[1]), 1, 1, sketch_dim, seed, kind)
+    w.add(torch.from_numpy(x))
+    return w.finish()[1][:, 0], w.sketch_kind
+
+
 def test_countsketch_equals_its_explicit_matrix():
     bucket, sign = countsketch_params(50, 8, seed=2)
     assert bucket.dtype == np.int64 and sign.dtype == np.float32
     assert set(np.unique(sign)) <= {-1.0, 1.0} and 0 <= bucket.min() and bucket.max() < 8
     matrix = np.zeros((50, 8), np.float32)
     matrix[np.arange(50), bucket] = sign
-    x = np.random.default_rng(1).standard_normal((3, 4, 50)).astype(np.float32)
-    np.testing.assert_allclose(apply_countsketch(x, bucket, sign, 8), x @ matrix, rtol=1e-5)
+    x = np.random.default_rng(1).standard_normal((12, 50)).astype(np.float32)
+    bins, kind = capture_projection(x, 8, 2, "countsketch")
+    assert kind == "countsketch"
+    np.testing.assert_allclose(bins, x @ matrix, rtol=1e-5, atol=1e-6)
 
 
-def test_make_sketcher_kinds():
-    small = make_sketcher(64, 16, seed=0)
-    assert small.kind == "dense"
-    x = np.ones((2, 64), np.float32)
-    assert np.array_equal(small(x), x @ dense_projection(64, 16, 0))
-    big = make_sketcher(2**20, 8, seed=0)
-    assert big.kind == "countsketch" and big(np.ones((1, 2**20), np.float32)).shape == (1, 8)
-    assert make_sketcher(64, 16, seed=0, kind="countsketch").kind == "countsketch"
+def test_sketch_kinds():
+    assert resolve_kind("auto", 64, 16) == "dense"
+    assert resolve_kind("auto", 2**20, 8) == "countsketch"
+    assert resolve_kind("countsketch", 64, 16) == "countsketch"
     with pytest.raises(ValueError, match="kind"):
-        make_sketcher(64, 16, seed=0, kind="fft")
-    with pytest.raises(ValueError, match="n_in"):
-        small(np.ones((2, 63)))
+        resolve_kind("fft", 64, 16)
+    x = np.ones((2, 64), np.float32)
+    bins, kind = capture_projection(x, 16, 0, "auto")
+    assert kind == "dense"
+    np.testing.assert_allclose(bins, x @ dense_projection(64, 16, 0), rtol=1e-5, atol=1e-5)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from selective_sharing.core import BranchedModel, load_model, make_config, predict, store, train
-from selective_sharing.core.runinfo import entry_metrics, load_data
+from selective_sharing.core.evaluation import entry_metrics
+from selective_sharing.core.rundir import load_data
 from selective_sharing.datasets import from_arrays
 from torch import nn
 

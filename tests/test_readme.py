@@ -28,7 +28,7 @@ def test_readme_example_runs(code: str, tmp_path: Path) -> None:
 
 
 def test_the_readme_describes_the_store_checksums_the_code_writes() -> None:
-    from selective_sharing.core.store_schema import CHECKSUM_ATTR
+    from selective_sharing.core.store import CHECKSUM_ATTR
 
     assert "no checksum" not in README
     assert f"`{CHECKSUM_ATTR}` attribute" in README

@@ -1,4 +1,4 @@
-"""Tests of the run store (core/store.py, core/store_schema.py): exact round trips, plain-xarray
+"""Tests of the run store (the core/store package): exact round trips, plain-xarray
 readability, atomic writes, and clear errors on bad files."""
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import pytest
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from selective_sharing.core import store, store_schema
-from selective_sharing.core.grouping.types import EventResult
+from selective_sharing.core import store
+from selective_sharing.core.grouping import EventResult
 from selective_sharing.core.store import SCHEMA_VERSION, StoreError
+from selective_sharing.core.store import io as store_io
+from selective_sharing.core.store import schema as store_schema
 
 ARRAY_FIELDS = (
     "summed",
@@ -130,6 +132,24 @@ def make_event(
     return result, meta
 
 
+def decision(result) -> dict:
+    """The decision fields of an EventResult (or of a store Event), by name: what the core side
+    hands the store's event encoder, which may not import the grouping rule."""
+    return {name: getattr(result, name) for name in store.DECISION_FIELDS}
+
+
+def encode(result, meta: dict) -> xr.Dataset:
+    """The event dataset of ``result`` (EventResult or store Event) and make_event's keywords."""
+    return store.encode_event(**decision(result), **meta)
+
+
+def decode(ds: xr.Dataset, **kwargs) -> tuple[store.Event, dict]:
+    """``(Event, meta)``: the decoded record and its context as make_event's keywords."""
+    event = store.decode_event(ds, **kwargs)
+    meta = {name: getattr(event, name) for name in store.CONTEXT_FIELDS}
+    return event, dict(meta, task_names=list(event.task_names))
+
+
 def bit_equal(a, b) -> bool:
     """Same dtype, shape and bytes (NaN payloads and -0.0 included)."""
     a, b = np.asarray(a), np.asarray(b)
@@ -163,7 +183,7 @@ def encode_all(run_dir: Path, rng) -> dict[str, xr.Dataset]:
     T, S = 6, 9
     names = meta["task_names"]
     dsets = {
-        "event": store.encode_event(result, **meta),
+        "event": encode(result, meta),
         "history": store.encode_history(
             step=np.arange(1, S + 1) * 10,
             loss=_spiky(rng, (S, T), "float32"),
@@ -247,15 +267,15 @@ def files_in(directory: Path) -> list[str]:
 )
 def test_event_round_trip_exact_through_file(tmp_path, kwargs):
     result, meta = make_event(np.random.default_rng(0), **kwargs)
-    ds = store.encode_event(result, **meta)
+    ds = encode(result, meta)
     path = store.write_event(tmp_path, ds)
     assert path == tmp_path / "events" / f"event_{meta['index']:06d}.nc"
     back = store.read_event(path)
     xr.testing.assert_identical(back, ds)
-    decoded, decoded_meta = store.decode_event(back)
+    decoded, decoded_meta = decode(back)
     assert_same_event(decoded, result)
     assert_same_meta(decoded_meta, meta)
-    xr.testing.assert_identical(store.encode_event(decoded, **decoded_meta), back)
+    xr.testing.assert_identical(encode(decoded, decoded_meta), back)
     assert decoded.membership.shape[1] == kwargs.get("K", 3)
 
 
@@ -270,11 +290,11 @@ def test_event_round_trip_exact_through_file(tmp_path, kwargs):
 )
 def test_event_decode_encode_is_identity_in_memory(E, T, r, K, C, seed):
     result, meta = make_event(np.random.default_rng(seed), E=E, T=T, r=r, K=K, C=C)
-    ds = store.encode_event(result, **meta)
-    decoded, decoded_meta = store.decode_event(ds)
+    ds = encode(result, meta)
+    decoded, decoded_meta = decode(ds)
     assert_same_event(decoded, result)
     assert_same_meta(decoded_meta, meta)
-    xr.testing.assert_identical(store.encode_event(decoded, **decoded_meta), ds)
+    xr.testing.assert_identical(encode(decoded, decoded_meta), ds)
 
 
 BLOCK_TORCH = """
@@ -304,14 +324,14 @@ def test_grouping_config_dataclass_is_stored_as_json_dict():
         auto_candidates: tuple = ("cosine",)
 
     result, meta = make_event(np.random.default_rng(14))
-    ds = store.encode_event(result, **{**meta, "grouping_config": Config()})
-    stored = store.decode_event(ds)[1]["grouping_config"]
+    ds = encode(result, {**meta, "grouping_config": Config()})
+    stored = decode(ds)[1]["grouping_config"]
     assert stored == {"strategy": "kmeans", "auto_candidates": ["cosine"]}
 
 
 def test_event_records_meta_and_dims():
     result, meta = make_event(np.random.default_rng(1))
-    ds = store.encode_event(result, **meta)
+    ds = encode(result, meta)
     assert set(ds.sizes) == EVENT_DIMS
     assert list(ds["distance"].values) == ["cosine", "subspace"]
     assert ds.attrs["n_entities_after"] == result.n_entities_after
@@ -332,28 +352,28 @@ def test_encode_event_rejects_bad_arrays_naming_the_field(field, value, match):
     result, meta = make_event(np.random.default_rng(2))
     bad = EventResult(**{**result.__dict__, field: value})
     with pytest.raises(ValueError, match=match):
-        store.encode_event(bad, **meta)
+        encode(bad, meta)
 
 
 def test_write_event_is_noop_when_identical_and_refuses_a_different_one(tmp_path):
     result, meta = make_event(np.random.default_rng(3))
-    path = store.write_event(tmp_path, store.encode_event(result, **meta))
+    path = store.write_event(tmp_path, encode(result, meta))
     before = path.stat()
-    assert store.write_event(tmp_path, store.encode_event(result, **meta)) == path
+    assert store.write_event(tmp_path, encode(result, meta)) == path
     after = path.stat()
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
     changed = dict(meta, step=meta["step"] + 1)
     with pytest.raises(StoreError, match="differs") as err:
-        store.write_event(tmp_path, store.encode_event(result, **changed))
+        store.write_event(tmp_path, encode(result, changed))
     assert str(path) in str(err.value) and "attr step" in str(err.value)
-    assert store.decode_event(store.read_event(path))[1]["step"] == meta["step"]
+    assert decode(store.read_event(path))[1]["step"] == meta["step"]
 
 
 def test_list_events_sorted_ignores_temp_and_foreign_files(tmp_path):
     rng = np.random.default_rng(4)
     for index in (12, 3, 1_000_000):
         result, meta = make_event(rng)
-        store.write_event(tmp_path, store.encode_event(result, **dict(meta, index=index)))
+        store.write_event(tmp_path, encode(result, dict(meta, index=index)))
     (tmp_path / "events" / ".event_000013.nc.tmp-999").write_bytes(b"partial")
     (tmp_path / "events" / "notes.txt").write_text("x")
     names = [p.name for p in store.list_events(tmp_path)]
@@ -526,7 +546,7 @@ def test_interrupted_bytes_write_keeps_the_old_file(tmp_path, monkeypatch, victi
 
 def test_truncated_event_is_a_store_error_naming_the_file(tmp_path):
     result, meta = make_event(np.random.default_rng(11))
-    path = store.write_event(tmp_path, store.encode_event(result, **meta))
+    path = store.write_event(tmp_path, encode(result, meta))
     data = path.read_bytes()
     for size in (len(data) // 2, len(data) - 1, 100, 0):
         path.write_bytes(data[:size])
@@ -583,8 +603,8 @@ def test_manifest_round_trip_update_and_errors(tmp_path):
         "seed": 3,
         "out": str(tmp_path),
     }
-    assert store.update_manifest(tmp_path, status="complete", events=["e"])["status"] == "complete"
-    assert store.read_manifest(tmp_path)["events"] == ["e"]
+    assert store.update_manifest(tmp_path, status="complete", note=["e"])["status"] == "complete"
+    assert store.read_manifest(tmp_path)["note"] == ["e"]
     with pytest.raises(StoreError, match="status='done' is invalid"):
         store.update_manifest(tmp_path, status="done")
     with pytest.raises(StoreError, match="not a run directory") as err:
@@ -614,7 +634,7 @@ def test_run_paths_and_store_error_pickle(tmp_path):
     shape=st.lists(st.integers(1, 300), min_size=1, max_size=4), itemsize=st.sampled_from([1, 4, 8])
 )
 def test_chunks_fit_the_shape_and_the_byte_budget(shape, itemsize):
-    chunks = store_schema._chunks(tuple(shape), itemsize)
+    chunks = store_io._chunks(tuple(shape), itemsize)
     assert all(1 <= c <= s for c, s in zip(chunks, shape))
     assert int(np.prod(chunks)) * itemsize <= max(store_schema.CHUNK_BYTES, itemsize)
     if int(np.prod(shape)) * itemsize <= store_schema.CHUNK_BYTES:
@@ -626,7 +646,7 @@ def test_chunks_fit_the_shape_and_the_byte_budget(shape, itemsize):
 
 def test_event_coordinates_label_entities_and_positions():
     result, meta = make_event(np.random.default_rng(15), E=4, R=3, C=5, T=6, r=2, K=3)
-    ds = store.encode_event(result, **meta)
+    ds = encode(result, meta)
     assert set(ds.coords) == EVENT_DIMS | {"entity_tasks", "entity_other_tasks"}
     positions = {"entity": 4, "entity_other": 4, "row": 3, "col": 5, "factor": 2, "cluster": 3,
                  "bin": 4, "sketch": 8}
@@ -765,16 +785,16 @@ def old_format(ds: xr.Dataset) -> xr.Dataset:
 def test_old_format_files_without_coordinates_still_read_and_decode(tmp_path):
     rng = np.random.default_rng(20)
     result, meta = make_event(rng)
-    new = store.encode_event(result, **meta)
+    new = encode(result, meta)
     old = old_format(new)
     assert not _NEW_COORDS & set(old.coords) and "entity" in old.dims
     path = store.atomic_write_dataset(store.RunPaths(tmp_path).event(meta["index"]), old)
     back = store.read_event(path)  # checksums (of the old content) verify
     xr.testing.assert_identical(back, old)
-    decoded, decoded_meta = store.decode_event(back)
+    decoded, decoded_meta = decode(back)
     assert_same_event(decoded, result)
     assert_same_meta(decoded_meta, meta)
-    xr.testing.assert_identical(store.encode_event(decoded, **decoded_meta), new)
+    xr.testing.assert_identical(encode(decoded, decoded_meta), new)
     acts = old_format(activations_dataset(rng, meta["task_names"]))
     acts_path = store.atomic_write_dataset(tmp_path / "activations" / "final.nc", acts)
     xr.testing.assert_identical(store.read_activations(acts_path), acts)
@@ -784,7 +804,7 @@ def test_checksums_cover_the_coordinates(tmp_path):
     import netCDF4
 
     result, meta = make_event(np.random.default_rng(21))
-    path = store.write_event(tmp_path, store.encode_event(result, **meta))
+    path = store.write_event(tmp_path, encode(result, meta))
     with netCDF4.Dataset(path, "a") as nc:
         nc["row"][0] = 99
     with pytest.raises(StoreError, match="checksum mismatch in variable 'row'"):
@@ -795,7 +815,7 @@ def test_resumed_run_accepts_its_older_event_files_without_coordinates(tmp_path)
     """A run started before the coordinates existed and resumed now re-creates the events after
     its checkpoint: an older file holding the same event is kept, a different one still raises."""
     result, meta = make_event(np.random.default_rng(22))
-    new = store.encode_event(result, **meta)
+    new = encode(result, meta)
     path = store.atomic_write_dataset(store.RunPaths(tmp_path).event(meta["index"]),
                                       old_format(new))
     before = path.stat()
@@ -804,6 +824,102 @@ def test_resumed_run_accepts_its_older_event_files_without_coordinates(tmp_path)
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
     changed = EventResult(**{**result.__dict__, "threshold": 0.5})
     with pytest.raises(StoreError, match="differs"):
-        store.write_event(tmp_path, store.encode_event(changed, **meta))
+        store.write_event(tmp_path, encode(changed, meta))
     with pytest.raises(StoreError, match="attr step"):
-        store.write_event(tmp_path, store.encode_event(result, **dict(meta, step=1)))
+        store.write_event(tmp_path, encode(result, dict(meta, step=1)))
+
+
+# ----------------------------------------------------------------------------- the kinds table
+
+
+def _records(rng) -> dict[str, store.Record]:
+    """One record of every file kind, with NaN, infinities and -0.0 where floats are stored."""
+    result, meta = make_event(rng)
+    names = ("a", "b", "c")
+    ds_metrics = metrics_dataset(rng, list(names))
+    metrics = store.decode(ds_metrics)
+    return {
+        "event": store.Event(**decision(result), **dict(meta, task_names=tuple(meta["task_names"]))),
+        "history": store.History(
+            step=np.arange(1, 5) * 10, loss=_spiky(rng, (4, 3), "float32"),
+            grad_norm=rng.random((4, 3)).astype(np.float32), lr=np.full(4, 1e-3),
+            assignment=rng.integers(0, 3, (4, 3)), task_names=names,
+        ),
+        "metrics": metrics,
+        "activations": store.decode(activations_dataset(rng, list(names))),
+        "affinity": store.Affinity(
+            task_names=names, affinity=_spiky(rng, (3, 3), "float64"),
+            partition=np.array([0, 0, 1]), method="tag", recorded_steps=40,
+            counters={"backward_passes": 12.0, "forward_passes": 10.0, "wall_time_s": 1.5},
+        ),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(store.KINDS))
+def test_every_kind_decodes_what_it_encodes_exactly(kind, tmp_path):
+    """xarray's coder contract for every row of the table: ``decode(encode(x)) == x`` (bit for
+    bit), in memory and through the file the generic write puts where the kind says."""
+    record = _records(np.random.default_rng(30))[kind]
+    row = store.KINDS[kind]
+    ds = row.encode(record)
+    assert ds.attrs["store_kind"] == kind and isinstance(record, row.record)
+    assert set(ds.data_vars) <= set(row.variables) | set(getattr(record, "task_metrics", {}))
+    assert row.decode(ds) == record and store.decode(ds) == record
+    path = store.write(tmp_path, record)
+    assert path == row.path(store.RunPaths(tmp_path), ds)
+    back = store.open_store_dataset(path, kind)
+    xr.testing.assert_identical(back, ds)
+    assert store.decode(back) == record
+    xr.testing.assert_identical(store.encode(store.decode(back)), back)
+    lazy = store.open_store_dataset(path, kind, lazy=True)
+    assert store.decode(lazy.load()) == record
+
+
+def test_the_table_has_a_row_per_record_type_and_records_compare_bits():
+    assert {row.record for row in store.KINDS.values()} == {
+        store.Event, store.History, store.Metrics, store.Activations, store.Affinity
+    }
+    records = _records(np.random.default_rng(31))
+    flipped = np.array(records["history"].lr)
+    flipped[0] = -flipped[0]
+    assert records["history"] != dataclasses.replace(records["history"], lr=flipped)
+    assert records["history"] == dataclasses.replace(records["history"])
+    with pytest.raises(ValueError, match="store_kind"):
+        store.write_metrics(Path("unused"), store.encode(records["history"]))
+
+
+def test_the_store_event_is_the_grouping_rules_event_result_plus_its_context():
+    """The core side and analysis convert by field name: the names must stay the same."""
+    assert [f.name for f in dataclasses.fields(EventResult)] == list(store.DECISION_FIELDS)
+    assert {f.name for f in dataclasses.fields(store.Event)} == set(
+        store.DECISION_FIELDS + store.CONTEXT_FIELDS
+    )
+    _, meta = make_event(np.random.default_rng(32))
+    assert set(meta) == set(store.CONTEXT_FIELDS)
+
+
+def test_the_manifest_event_list_is_derived_from_the_directory(tmp_path):
+    """A run manifest's ``events`` is the directory's list on every write and read; the writer
+    no longer rewrites the manifest after each event to keep it."""
+    def on_disk() -> list:
+        return json.loads((tmp_path / "manifest.json").read_text())["events"]
+
+    store.write_manifest(tmp_path, {"status": "running", "events": ["stale.nc"]})
+    assert on_disk() == [] and store.read_manifest(tmp_path)["events"] == []
+    rng = np.random.default_rng(33)
+    for index in (0, 1):
+        result, meta = make_event(rng)
+        store.write_event(tmp_path, encode(result, dict(meta, index=index)))
+    names = ["event_000000.nc", "event_000001.nc"]
+    assert store.read_manifest(tmp_path)["events"] == names and on_disk() == []
+    assert store.update_manifest(tmp_path, status="complete")["events"] == names == on_disk()
+    store.write_manifest(tmp_path, {"status": "complete"})  # not a run manifest: no list added
+    assert "events" not in store.read_manifest(tmp_path)
+    # a manifest written by an earlier version keeps its list: it loads, and is checked
+    old = {"schema_version": SCHEMA_VERSION, "status": "complete", "events": names}
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    assert store.read_manifest(tmp_path)["events"] == names
+    store.list_events(tmp_path)[1].unlink()
+    with pytest.raises(StoreError, match="listed in manifest.json but missing") as err:
+        store.read_manifest(tmp_path)
+    assert err.value.path == tmp_path / "events" / "event_000001.nc"

@@ -130,12 +130,26 @@ def weighted_kmeans(
     inertia : float
         Weighted sum of squared distances to the assigned centers.
     """
-    n, n_dim = points.shape
     sq = np.einsum("ij,ij->i", points, points)
     if sq_dist is None:
         sq_dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (points @ points.T), 0.0)
     rng = np.random.default_rng([seed, k])
     centers = points[_kmeans_plusplus(sq_dist, weights, k, n_init, rng)]  # (n_init, k, C)
+    labels, d = _lloyd(points, weights, centers, max_iter)
+    nearest = np.take_along_axis(d, labels[:, None, :], axis=1)[:, 0] + sq
+    inertia = np.maximum(nearest, 0.0) @ weights
+    best = int(np.argmin(inertia))
+    return labels[best].astype(np.int64), float(inertia[best])
+
+
+def _lloyd(
+    points: np.ndarray, weights: np.ndarray, centers: np.ndarray, max_iter: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted Lloyd iterations of ``n_init`` runs at once from ``centers`` ``(n_init, k, C)``
+    until no run's labels change. Returns the labels ``(n_init, n)`` and the last distances
+    ``(n_init, k, n)``, each minus the point's own ``|x|^2``."""
+    n, n_dim = points.shape
+    n_init, k = centers.shape[:2]
     runs, cols = np.arange(n_init)[:, None], np.arange(n)[None, :]
     previous = None
     for _ in range(max_iter):
@@ -152,10 +166,7 @@ def weighted_kmeans(
         mass = member.sum(axis=2)[:, :, None]
         sums = (member.reshape(-1, n) @ points).reshape(n_init, k, n_dim)
         centers = np.where(mass > 0, sums / np.where(mass > 0, mass, 1.0), centers)
-    nearest = np.take_along_axis(d, labels[:, None, :], axis=1)[:, 0] + sq
-    inertia = np.maximum(nearest, 0.0) @ weights
-    best = int(np.argmin(inertia))
-    return labels[best].astype(np.int64), float(inertia[best])
+    return labels, d
 
 
 def _best_kmeans(points: np.ndarray, weights: np.ndarray, max_k: int, seed: int) -> np.ndarray:

@@ -1,32 +1,44 @@
 """Configuration of the pure grouping pipeline (README, "What a run does", steps 1-3).
 
-Pure: imports numpy only. Validation happens in ``__post_init__`` so a bad value fails when the
-config is built, seconds before any training, with the field, the value and the allowed values.
+Pure: imports the standard library only. ``GroupingConfig.CONSTRAINTS`` declares what each field
+accepts (the vocabulary of :mod:`.constraints`); ``__post_init__`` checks them, so a bad value
+fails when the config is built, seconds before any training, with the field, the value and the
+allowed values.
 """
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
+from typing import ClassVar
 
-import numpy as np
+from .constraints import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    ConfigError,
+    Constraint,
+    Interval,
+    Names,
+    Nullable,
+    Options,
+    check_fields,
+)
+
+#: Factors kept per entity (GroupingConfig.rank; factorize checks its ``rank`` argument with it).
+RANK = Interval(int, 1, text="a positive integer (e.g. 4)")
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid. The message names the field, the value and the fix."""
+def _strategy_names() -> list[str]:
+    # Imported when a config is checked, not at import: the registry imports the strategies,
+    # and user-registered names join it after this module is loaded.
+    from .registry import STRATEGIES
+
+    return sorted(STRATEGIES)
 
 
-def _is_int(value: object) -> bool:
-    """Python or numpy integers (values read back from NetCDF attributes are numpy), not bools."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+def _distance_names() -> list[str]:
+    from .registry import DISTANCES
 
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _bad(field: str, value: object, allowed: str) -> ConfigError:
-    return ConfigError(f"invalid {field}={value!r}: {field} must be {allowed}")
+    return sorted(DISTANCES)
 
 
 @dataclass(frozen=True)
@@ -83,35 +95,23 @@ class GroupingConfig:
     kmeans_max_k: int = 8
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        from .registry import DISTANCES, STRATEGIES
+    # Checked in this order by __post_init__; the first bad field is the one reported.
+    CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
+        "strategy": Options(_strategy_names),
+        "distance": Options(lambda: [*_distance_names(), "auto"]),
+        "auto_candidates": Names(_distance_names),
+        "rank": RANK,
+        "seed": NON_NEGATIVE_INT,
+        "threshold": Nullable(Interval(float, 0, 2, text="a distance in [0, 2]"), named=True),
+        "min_silhouette": Interval(float, -1, 1),
+        "max_group_size": Nullable(POSITIVE_INT, named=True),
+        "min_groups": POSITIVE_INT,
+        "patience": POSITIVE_INT,
+        "kmeans_max_k": Interval(int, 2),
+    }
 
-        if self.strategy not in STRATEGIES:
-            raise _bad("strategy", self.strategy, f"one of {sorted(STRATEGIES)}")
-        allowed = sorted(DISTANCES) + ["auto"]
-        if self.distance not in allowed:
-            raise _bad("distance", self.distance, f"one of {allowed}")
-        for name in self.auto_candidates:
-            if name not in DISTANCES:
-                raise _bad("auto_candidates", self.auto_candidates,
-                           f"a tuple of names from {sorted(DISTANCES)}")
-        if not _is_int(self.rank) or self.rank < 1:
-            raise _bad("rank", self.rank, "a positive integer (e.g. 4)")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise _bad("seed", self.seed, "a non-negative integer")
-        if self.threshold is not None and not (
-            _is_real(self.threshold) and 0.0 <= float(self.threshold) <= 2.0
-        ):
-            raise _bad("threshold", self.threshold, "None or a distance in [0, 2]")
-        if not (_is_real(self.min_silhouette) and -1.0 <= float(self.min_silhouette) <= 1.0):
-            raise _bad("min_silhouette", self.min_silhouette, "in [-1, 1]")
-        if self.max_group_size is not None and (
-            not _is_int(self.max_group_size) or self.max_group_size < 1
-        ):
-            raise _bad("max_group_size", self.max_group_size, "None or a positive integer")
-        if not _is_int(self.min_groups) or self.min_groups < 1:
-            raise _bad("min_groups", self.min_groups, "a positive integer")
-        if not _is_int(self.patience) or self.patience < 1:
-            raise _bad("patience", self.patience, "a positive integer")
-        if not _is_int(self.kmeans_max_k) or self.kmeans_max_k < 2:
-            raise _bad("kmeans_max_k", self.kmeans_max_k, "an integer >= 2")
+    def __post_init__(self) -> None:
+        check_fields(self, self.CONSTRAINTS)
+
+
+__all__ = ["RANK", "ConfigError", "GroupingConfig"]

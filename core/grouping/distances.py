@@ -1,13 +1,15 @@
 """Step 6: built-in distances between entities (registered as ``"cosine"`` and ``"subspace"``).
 
-Both follow the ``DistanceFn`` protocol of :mod:`.registry` and give a degenerate entity
-distance 1.0 to every other entity (neither close nor far: it carries no signal).
+Both follow the ``DistanceFn`` protocol of :mod:`.protocols` (one :class:`~.protocols.Window`
+in, an ``(E, E)`` matrix out) and give a degenerate entity distance 1.0 to every other entity
+(neither close nor far: it carries no signal).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .protocols import Window
 from .registry import register_distance
 
 
@@ -35,66 +37,34 @@ def finalize_distances(d: np.ndarray, degenerate: np.ndarray, upper: float) -> n
 
 
 @register_distance("cosine")
-def cosine(
-    summed: np.ndarray,
-    factors: np.ndarray,
-    singular_values: np.ndarray,
-    degenerate: np.ndarray,
-    config: object,
-) -> np.ndarray:
+def cosine(window: Window) -> np.ndarray:
     """``1 - cos(S_a, S_b)`` of the flattened summed gradients, in [0, 2].
 
-    Parameters
-    ----------
-    summed : (E, R, C) float64
-    factors, singular_values, config
-        Unused (protocol arguments).
-    degenerate : (E,) bool
-
-    Returns
-    -------
-    (E, E) float64
-        Tasks that want the same change of the estimator (same direction, any scale) are close.
+    Reads ``summed`` and ``degenerate``. Tasks that want the same change of the estimator (same
+    direction, any scale) are close.
     """
-    x = np.asarray(summed, dtype=np.float64).reshape(len(summed), -1)
+    x = np.asarray(window.summed, dtype=np.float64).reshape(window.n_entities, -1)
     norms = np.linalg.norm(x, axis=1)
-    deg = np.asarray(degenerate, dtype=bool) | ~(norms > 0)
+    deg = np.asarray(window.degenerate, dtype=bool) | ~(norms > 0)
     unit = x / np.where(deg, 1.0, norms)[:, None]
     return finalize_distances(1.0 - unit @ unit.T, deg, 2.0)
 
 
 @register_distance("subspace")
-def subspace(
-    summed: np.ndarray,
-    factors: np.ndarray,
-    singular_values: np.ndarray,
-    degenerate: np.ndarray,
-    config: object,
-) -> np.ndarray:
+def subspace(window: Window) -> np.ndarray:
     """``1 - ||V_a V_b^T||_F^2 / r_eff``: one minus the mean squared cosine of the principal angles.
 
-    Parameters
-    ----------
-    summed, config
-        Unused (protocol arguments).
-    factors : (E, r, C) float64
-        Orthonormal (or zero) rows.
-    singular_values : (E, r) float64
-        A factor counts when its singular value is > 0.
-    degenerate : (E,) bool
-
-    Returns
-    -------
-    (E, E) float64 in [0, 1]
-        ``r_eff = min(nonzero factors of a, of b)``: an entity of lower rank whose factors lie
-        inside another's span is at distance 0 from it. Tasks that read the same part of the
-        shared representation are close, even when they compute different functions of it.
+    Reads ``factors`` (orthonormal or zero rows), ``singular_values`` (a factor counts when its
+    singular value is > 0) and ``degenerate``; values in [0, 1]. ``r_eff = min(nonzero factors
+    of a, of b)``: an entity of lower rank whose factors lie inside another's span is at
+    distance 0 from it. Tasks that read the same part of the shared representation are close,
+    even when they compute different functions of it.
     """
-    n_ent, rank, cols = factors.shape
-    flat = np.asarray(factors, dtype=np.float64).reshape(n_ent * rank, cols)
+    n_ent, rank, cols = window.factors.shape
+    flat = np.asarray(window.factors, dtype=np.float64).reshape(n_ent * rank, cols)
     overlap = (flat @ flat.T).reshape(n_ent, rank, n_ent, rank)
     captured = np.einsum("aibj,aibj->ab", overlap, overlap)
-    nnz = (np.asarray(singular_values) > 0).sum(axis=1)
+    nnz = (np.asarray(window.singular_values) > 0).sum(axis=1)
     r_eff = np.minimum.outer(nnz, nnz)
-    deg = np.asarray(degenerate, dtype=bool) | (nnz == 0)
+    deg = np.asarray(window.degenerate, dtype=bool) | (nnz == 0)
     return finalize_distances(1.0 - captured / np.maximum(r_eff, 1), deg, 1.0)

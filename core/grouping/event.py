@@ -5,16 +5,16 @@ new partition.
 strategy -> guards -> hysteresis -> new assignment``. Pure and deterministic: the same inputs give
 bit-identical outputs on the same machine, which is what analysis/ relies on to replay an event
 from the store.
+
+This module alone applies the guards and hysteresis, to whatever a strategy proposes (built-in or
+user-registered), and computes each input a strategy may read once (:class:`.StrategyInput`).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
+from dataclasses import fields
 
 import numpy as np
-from scipy.cluster.hierarchy import linkage
-from scipy.spatial.distance import squareform
 
 from .clustering import pooled_kmeans, single_threaded
 from .config import GroupingConfig
@@ -23,9 +23,10 @@ from .factorize import clean_summed, factorize_clean
 from .guards import apply_guards
 from .hysteresis import apply_patience, update_streak
 from .partition import canonical, compose
+from .protocols import Proposal, StrategyInput, Window
 from .registry import DISTANCES, STRATEGIES
-from .silhouette import best_cut, reuse_cuts
-from .types import EventResult
+from .result import EventResult
+from .silhouette import average_linkage, best_cut
 
 
 def _check_inputs(
@@ -57,10 +58,10 @@ def _check_inputs(
     return a.astype(np.int64), s.astype(np.int64)
 
 
-def _distance(name: str, args: tuple, degenerate: np.ndarray) -> np.ndarray:
+def _distance(name: str, window: Window) -> np.ndarray:
     """Run a registered distance, check its protocol, force degenerate rows to 1.0."""
-    d = np.asarray(DISTANCES[name](*args), dtype=np.float64)
-    n = degenerate.size
+    d = np.asarray(DISTANCES[name](window), dtype=np.float64)
+    n = window.n_entities
     problem = None
     if d.shape != (n, n):
         problem = f"shape {d.shape}, expected ({n}, {n})"
@@ -73,86 +74,72 @@ def _distance(name: str, args: tuple, degenerate: np.ndarray) -> np.ndarray:
             f"distance {name!r} returned {problem}; a distance must return a "
             "symmetric, finite (E, E) matrix with values in [0, 2]"
         )
-    return finalize_distances(d, degenerate, 2.0)
+    return finalize_distances(d, window.degenerate, 2.0)
 
 
-def _best_silhouette(d: np.ndarray, config: GroupingConfig, sizes: np.ndarray) -> float:
-    if d.shape[0] < 3:
-        return -1.0
-    tree = linkage(squareform(d, checks=False), method="average")
-    _, score, _ = best_cut(
-        d, tree, min_groups=config.min_groups, max_group_size=config.max_group_size, sizes=sizes
+def _strategy_input(window: Window, membership: np.ndarray) -> StrategyInput:
+    """Every candidate distance with its tree and silhouette-best cut, and the chosen one: the
+    distance whose best cut scores higher (strictly: ties keep the earlier candidate)."""
+    config = window.config
+    names = config.auto_candidates if config.distance == "auto" else (config.distance,)
+    distances = {name: _distance(name, window) for name in names}
+    trees = {name: average_linkage(d) for name, d in distances.items()}
+    cuts = {
+        name: best_cut(
+            d, trees[name], min_groups=config.min_groups, max_group_size=config.max_group_size,
+            sizes=window.sizes,
+        )
+        for name, d in distances.items()
+    }  # fmt: skip
+    chosen = names[0]
+    for name in names[1:]:
+        if cuts[name].silhouette > cuts[chosen].silhouette:
+            chosen = name
+    shared = {f.name: getattr(window, f.name) for f in fields(Window)}
+    return StrategyInput(
+        **shared, distances=distances, trees=trees, cuts=cuts, chosen=chosen, membership=membership
     )
-    return score
 
 
-@functools.lru_cache(maxsize=256)
-def _accepts_sizes(fn: object) -> bool:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "sizes" or p.kind is p.VAR_KEYWORD for p in params)
-
-
-def _run_strategy(name, d, factors, membership, config, degenerate, sizes):
-    fn = STRATEGIES[name]
-    extra = {"sizes": sizes} if _accepts_sizes(fn) else {}
-    labels, condition, threshold = fn(
-        d, factors, membership, config, degenerate=degenerate, **extra
-    )
-    n = d.shape[0]
+def _propose(given: StrategyInput) -> Proposal:
+    """Run the configured strategy and check its answer; with one entity there is nothing to
+    decide (threshold NaN)."""
+    n, name = given.n_entities, given.config.strategy
+    if n == 1:
+        return Proposal(np.zeros(1, np.int64), np.zeros((1, 1)), float("nan"))
+    labels, condition, threshold = STRATEGIES[name](given)
     labels, condition = np.asarray(labels), np.asarray(condition, dtype=np.float64)
     if labels.shape != (n,) or condition.shape != (n, n):
         raise ValueError(
             f"strategy {name!r} returned labels {labels.shape} and condition "
             f"{condition.shape}; expected ({n},) and ({n}, {n})"
         )
-    return canonical(labels), condition, float(threshold)
-
-
-def _choose_distance(
-    clean: np.ndarray, factors, sv, degenerate, config: GroupingConfig, sizes: np.ndarray
-) -> tuple[dict[str, np.ndarray], dict[str, float], str]:
-    """Compute the candidate distances, their best-cut silhouettes and the chosen one."""
-    names = config.auto_candidates if config.distance == "auto" else (config.distance,)
-    args = (clean, factors, sv, degenerate, config)
-    distances = {name: _distance(name, args, degenerate) for name in names}
-    silhouettes = {name: _best_silhouette(d, config, sizes) for name, d in distances.items()}
-    chosen = names[0]
-    for name in names[1:]:  # strict: ties keep the earlier candidate
-        if silhouettes[name] > silhouettes[chosen]:
-            chosen = name
-    return distances, silhouettes, chosen
+    return Proposal(canonical(labels), condition, float(threshold))
 
 
 def _decide(stored, a, streak_before, config: GroupingConfig) -> EventResult:
     sizes = np.bincount(a, minlength=stored.shape[0]).astype(np.int64)
     clean, degenerate, norms = clean_summed(stored)  # the one float64 copy of the window
     sv, factors = factorize_clean(clean, degenerate, norms, config.rank)
-    distances, silhouettes, chosen = _choose_distance(clean, factors, sv, degenerate, config, sizes)
+    window = Window(clean, factors, sv, degenerate, sizes, config)
     k, k_labels, membership = pooled_kmeans(
         factors, sv, max_k=config.kmeans_max_k, seed=config.seed
     )
-    d = distances[chosen]
-    if d.shape[0] == 1:
-        labels, condition, threshold = np.zeros(1, np.int64), np.zeros((1, 1)), float("nan")
-    else:
-        labels, condition, threshold = _run_strategy(
-            config.strategy, d, factors, membership, config, degenerate, sizes
-        )
+    given = _strategy_input(window, membership)
+    labels, condition, threshold = _propose(given)
     proposed = apply_guards(
-        labels, d, max_group_size=config.max_group_size, min_groups=config.min_groups,
-        degenerate=degenerate, sizes=sizes,
+        labels, given.distance, max_group_size=config.max_group_size,
+        min_groups=config.min_groups, degenerate=degenerate, sizes=sizes,
     )  # fmt: skip
     streak_after = update_streak(streak_before, a, proposed)
     entity_labels = apply_patience(a, proposed, streak_after, config.patience)
     assignment_after = canonical(compose(a, entity_labels))
     first_task = np.unique(a, return_index=True)[1]  # lowest task of each entity
+    silhouettes = {name: cut.silhouette for name, cut in given.cuts.items()}
     return EventResult(
         summed=stored, assignment_before=a, streak_before=streak_before, singular_values=sv,
-        factors=factors, degenerate=degenerate, distances=distances, silhouettes=silhouettes,
-        chosen_distance=chosen, kmeans_k=k, kmeans_labels=k_labels, membership=membership,
+        factors=factors, degenerate=degenerate, distances=given.distances, silhouettes=silhouettes,
+        chosen_distance=given.chosen, kmeans_k=k, kmeans_labels=k_labels, membership=membership,
         proposed=proposed, condition=condition, threshold=threshold, streak_after=streak_after,
         assignment_after=assignment_after, parent=assignment_after[first_task],
     )  # fmt: skip
@@ -196,5 +183,5 @@ def grouping_event(
         raise TypeError(f"config must be a GroupingConfig, got {type(config).__name__}")
     stored = np.array(summed, copy=True)  # the caller may reuse its window buffer
     a, streak_before = _check_inputs(stored, assignment, streak)
-    with single_threaded(), reuse_cuts():
+    with single_threaded():
         return _decide(stored, a, streak_before, config)

@@ -16,6 +16,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import lapack
 
+from .config import RANK
+from .constraints import check
+
 #: An entity is degenerate when its Frobenius norm is at most this times max(1, largest norm).
 DEGENERATE_RTOL = 1e-12
 #: Factors with sigma <= RANK_RTOL * sigma_max are treated as absent (rank deficiency).
@@ -99,30 +102,12 @@ def clean_summed(summed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return clean, degenerate, norms
 
 
-def degenerate_mask(summed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Entities with a non-finite or (numerically) zero summed gradient.
-
-    Parameters
-    ----------
-    summed : (E, R, C) float
-
-    Returns
-    -------
-    degenerate : (E,) bool
-    norms : (E,) float64
-        Frobenius norms (0 for non-finite entities).
-    """
-    _, degenerate, norms = clean_summed(summed)
-    return degenerate, norms
-
-
 def _check(x: np.ndarray, rank: int) -> None:
     if x.ndim != 3 or min(x.shape[1:], default=0) < 1:
         raise ValueError(
             f"summed must have shape (entity, row, col) with row, col >= 1, got {x.shape}"
         )
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-        raise ValueError(f"invalid rank={rank!r}: rank must be a positive integer (e.g. 4)")
+    check("rank", rank, RANK, error=ValueError)
 
 
 def factorize_clean(

@@ -8,15 +8,9 @@ related members; every step is deterministic.
 from __future__ import annotations
 
 import numpy as np
-from scipy.cluster.hierarchy import linkage
-from scipy.spatial.distance import squareform
 
 from .partition import canonical
-from .silhouette import labels_after_merges
-
-
-def _tree(d: np.ndarray) -> np.ndarray:
-    return linkage(squareform(d, checks=False), method="average")
+from .silhouette import average_linkage, labels_after_merges
 
 
 def greedy_join(
@@ -120,7 +114,9 @@ def _split_widest(labels: np.ndarray, d: np.ndarray) -> bool:
     if best < 0:
         return False
     members = np.flatnonzero(labels == best)
-    halves = labels_after_merges(_tree(d[np.ix_(members, members)]), members.size, members.size - 2)
+    halves = labels_after_merges(
+        average_linkage(d[np.ix_(members, members)]), members.size, members.size - 2
+    )
     labels[members[halves == 1]] = int(labels.max()) + 1
     return True
 

@@ -89,9 +89,3 @@ def group_sizes(labels: np.ndarray, weights: np.ndarray | None = None) -> np.nda
     lab = canonical(labels)
     w = np.ones(lab.size, dtype=np.int64) if weights is None else np.asarray(weights, np.int64)
     return np.bincount(lab, weights=w, minlength=lab.max(initial=-1) + 1).astype(np.int64)
-
-
-def same_group(labels: np.ndarray) -> np.ndarray:
-    """Boolean ``(n, n)`` matrix: True where items i and j share a group."""
-    lab = _as_labels(labels)
-    return lab[:, None] == lab[None, :]

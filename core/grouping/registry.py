@@ -1,24 +1,11 @@
 """Explicit name -> function registries of distances and strategies (README, "What a run
 does", steps 2-3).
 
-A distance turns the factorized window into an ``(E, E)`` matrix; a strategy turns a distance
-matrix into a partition of the entities. Users add their own with :func:`register_distance` and
-:func:`register_strategy` (usable as decorators); the built-in ones register themselves when
-their modules are imported at the bottom of this file.
-
-Protocols
----------
-``DistanceFn(summed, factors, singular_values, degenerate, config) -> distances``
-    ``summed`` (E, R, C) float64 (degenerate entities zeroed), ``factors`` (E, r, C),
-    ``singular_values`` (E, r), ``degenerate`` (E,) bool, ``config`` a ``GroupingConfig``.
-    Returns (E, E) float64: symmetric, zero diagonal, finite, values in [0, 2].
-    :func:`~selective_sharing.core.grouping.event.grouping_event` checks this and sets the
-    rows of degenerate entities to 1.0 whatever the function returned.
-``StrategyFn(distances, factors, membership, config, *, degenerate[, sizes]) -> result``
-    ``distances`` (E, E), ``factors`` (E, r, C), ``membership`` (E, K), ``degenerate`` (E,)
-    bool; optional keyword ``sizes`` (E,) int64, the number of tasks of each entity (passed only
-    when the function accepts it, because ``max_group_size`` counts tasks).
-    Returns ``(labels (E,) int canonical, condition (E, E) float64, threshold float)``.
+A distance turns the factorized window into an ``(E, E)`` matrix; a strategy turns the distances
+(and whatever else of the event it reads) into a proposed partition of the entities. Both take
+one typed input and their protocols are in :mod:`.protocols`. Users add their own with
+:func:`register_distance` and :func:`register_strategy` (usable as decorators); the built-in
+ones register themselves when their modules are imported at the bottom of this file.
 """
 
 from __future__ import annotations
@@ -27,10 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-DistanceFn = Callable[..., np.ndarray]
-StrategyFn = Callable[..., tuple[np.ndarray, np.ndarray, float]]
+from .protocols import DistanceFn, StrategyFn
 
 DISTANCES: dict[str, DistanceFn] = {}
 STRATEGIES: dict[str, StrategyFn] = {}

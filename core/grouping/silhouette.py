@@ -9,11 +9,11 @@ silhouette evaluations.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from typing import NamedTuple
 
 import numpy as np
+from scipy.cluster.hierarchy import linkage
+from scipy.spatial.distance import squareform
 
 from .partition import canonical
 
@@ -155,23 +155,31 @@ def _cut_scores(
     return levels + 1, np.array([np.mean(row) for row in scores])
 
 
-_CUTS: ContextVar[dict | None] = ContextVar("selective_sharing_best_cuts", default=None)
+class Cut(NamedTuple):
+    """A cut of a linkage tree (what :func:`best_cut` returns).
 
-
-@contextmanager
-def reuse_cuts() -> Iterator[None]:
-    """Inside this context :func:`best_cut` remembers its results, keyed by the exact bytes of
-    its inputs, and hands out copies.
-
-    A grouping event asks for the best cut of the chosen distance twice (to choose the distance,
-    then in the ``similarity`` strategy); at E=139 each costs about 12 ms. The memory ends
-    with the context, so nothing is shared between events.
+    Attributes
+    ----------
+    labels : (E,) int64
+        Canonical groups of the cut.
+    silhouette : float
+        Its silhouette score (-1.0 when no candidate cut exists).
+    height : float
+        Midpoint between the linkage heights that bound the cut (NaN when none exists).
     """
-    token = _CUTS.set({})
-    try:
-        yield
-    finally:
-        _CUTS.reset(token)
+
+    labels: np.ndarray
+    silhouette: float
+    height: float
+
+
+def average_linkage(distances: np.ndarray) -> np.ndarray:
+    """Average-linkage tree ``(E - 1, 4)`` of a distance matrix ``(E, E)``; empty ``(0, 4)`` for
+    E < 2, which has no merge (scipy refuses a single item)."""
+    d = np.asarray(distances, dtype=np.float64)
+    if d.shape[0] < 2:
+        return np.zeros((0, 4))
+    return linkage(squareform(d, checks=False), method="average")
 
 
 def labels_after_merges(linkage_matrix: np.ndarray, n_items: int, n_merges: int) -> np.ndarray:
@@ -196,7 +204,7 @@ def best_cut(
     min_groups: int = 1,
     max_group_size: int | None = None,
     sizes: np.ndarray | None = None,
-) -> tuple[np.ndarray, float, float]:
+) -> Cut:
     """The silhouette-best cut of an average-linkage tree.
 
     Candidates are the cuts with 2 <= k <= E - 1 groups that a height can realize (the merge
@@ -224,42 +232,15 @@ def best_cut(
     height : float
         Midpoint between the linkage heights that bound the cut; NaN when no candidate exists.
     """
-    d = _check_square(distances)
-    n = d.shape[0]
-    sizes = np.ones(n, dtype=np.int64) if sizes is None else np.asarray(sizes, dtype=np.int64)
-    cache, key = _CUTS.get(), None
-    if cache is not None:
-        tree = np.asarray(linkage_matrix, dtype=np.float64)
-        key = (d.shape, d.tobytes(), tree.tobytes(), min_groups, max_group_size, sizes.tobytes())
-        if key in cache:
-            labels, score, height = cache[key]
-            return labels.copy(), score, height
-    result = _best_cut(d, linkage_matrix, min_groups, max_group_size, sizes)
-    if key is not None:
-        cache[key] = (result[0].copy(), result[1], result[2])
-    return result
-
-
-def _best_cut(
-    d: np.ndarray,
-    linkage_matrix: np.ndarray,
-    min_groups: int,
-    max_group_size: int | None,
-    sizes: np.ndarray,
-) -> tuple[np.ndarray, float, float]:
-    n = d.shape[0]
-    best = (-np.inf, 0)
-    if n >= 3:
-        z = np.asarray(linkage_matrix, dtype=np.float64)
-        merges, scores = _cut_scores(d, z, sizes, min_groups, max_group_size)
-        if scores.size:
-            j = int(np.argmax(scores))  # ties: the first, i.e. the fewest merges
-            best = (float(scores[j]), int(merges[j]))
-    if best[1] == 0:
-        return np.arange(n, dtype=np.int64), -1.0, float("nan")
-    m = best[1]
-    height = 0.5 * (float(linkage_matrix[m - 1, 2]) + float(linkage_matrix[m, 2]))
-    return labels_after_merges(linkage_matrix, n, m), float(best[0]), height
+    n_groups, scores, heights = cut_scores(
+        distances, linkage_matrix, min_groups=min_groups, max_group_size=max_group_size, sizes=sizes
+    )
+    n = len(distances)
+    if not scores.size:
+        return Cut(np.arange(n, dtype=np.int64), -1.0, float("nan"))
+    j = int(np.argmax(scores))  # ties: the first, i.e. the fewest merges
+    merged = labels_after_merges(linkage_matrix, n, n - int(n_groups[j]))
+    return Cut(merged, float(scores[j]), float(heights[j]))
 
 
 def cut_scores(
@@ -274,8 +255,8 @@ def cut_scores(
 
     Returns ``(n_groups (m,), silhouettes (m,), heights (m,))`` in the order of the merges
     (most groups first); ``heights`` are the midpoints between the linkage heights bounding
-    each cut. ``best_cut`` returns the first maximum of ``silhouettes`` (bit-identical).
-    Empty arrays when no candidate exists. Reads only; never used by a decision.
+    each cut. :func:`best_cut` takes the first maximum of ``silhouettes``. Empty arrays when no
+    candidate exists.
     """
     d = _check_square(distances)
     n = d.shape[0]

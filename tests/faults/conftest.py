@@ -309,7 +309,7 @@ def child_main() -> None:
 
 
 def _install_fault(fault: dict, run: Path, marker: Path) -> None:
-    import selective_sharing.core.training as train_module
+    import selective_sharing.core.trainer as train_module
 
     real_replace = os.replace
     state = {"writes": 0, "step": -1}

@@ -107,7 +107,7 @@ DISK_FULL = [  # (file whose write fails, occurrence, bytes a file may hold, sta
     pytest.param("activations/final.nc", 0, SOME_SPACE, "failed", marks=pytest.mark.slow),
     pytest.param("metrics.nc", 0, SOME_SPACE, "failed", marks=pytest.mark.slow),
     # nothing can be written, not even the failure: the manifest stays as after a kill
-    pytest.param("manifest.json", 2, NO_SPACE, "running", marks=pytest.mark.slow),
+    pytest.param("manifest.json", 1, NO_SPACE, "running", marks=pytest.mark.slow),
 ]
 
 

@@ -8,11 +8,11 @@ import math
 
 import numpy as np
 import pytest
-import selective_sharing.core.training as train_module
+import selective_sharing.core.trainer as train_module
 import torch
 from selective_sharing.core import store
 from selective_sharing.core.checkpoint import load_checkpoint
-from selective_sharing.core.runinfo import load_data
+from selective_sharing.core.rundir import load_data
 from selective_sharing.core.training import Trainer, TrainingError
 
 from .conftest import (

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from selective_sharing.core import store
 from selective_sharing.core.checkpoint import load_checkpoint
-from selective_sharing.core.runinfo import RunDirError
+from selective_sharing.core.rundir import RunDirError
 
 from .conftest import (
     TINY,

@@ -18,7 +18,7 @@ import pytest
 import xarray as xr
 from selective_sharing.core import store
 from selective_sharing.core.checkpoint import CheckpointError
-from selective_sharing.core.runinfo import RunDirError
+from selective_sharing.core.rundir import RunDirError
 from selective_sharing.core.store import StoreError
 
 from .conftest import Reference, train_tiny

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import GroupingConfig
-from ..guards import apply_guards, greedy_join
+from ..guards import greedy_join
+from ..protocols import Proposal, StrategyInput
 from ..registry import register_strategy
 
 
@@ -27,62 +27,27 @@ def default_threshold(distances: np.ndarray, degenerate: np.ndarray) -> float:
 
 
 @register_strategy("variance")
-def variance(
-    distances: np.ndarray,
-    factors: np.ndarray,
-    membership: np.ndarray,
-    config: GroupingConfig,
-    *,
-    degenerate: np.ndarray,
-    sizes: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, float]:
+def variance(given: StrategyInput) -> Proposal:
     """Greedily join the farthest groups above a threshold, up to ``max_group_size`` tasks.
 
-    Parameters
-    ----------
-    distances : (E, E) float64
-    factors, membership
-        Unused.
-    config : GroupingConfig
-        Uses ``threshold``, ``max_group_size``, ``min_groups``.
-    degenerate : (E,) bool
-        Never joined.
-    sizes : (E,) int or None
-        Tasks per entity (None: 1 each).
+    Reads the chosen ``distance``, ``degenerate`` (never joined), ``sizes``, and
+    ``config.threshold``, ``config.max_group_size``, ``config.min_groups``. The joins already
+    stay within ``max_group_size`` tasks (None: pairs) and ``min_groups`` groups, so the event's
+    guards leave the proposal as it is.
 
     Returns
     -------
-    labels : (E,) int64
-        Canonical groups, guards applied.
-    condition : (E, E) float64
-        The distances; a pair of groups joins when its average condition is > threshold.
-    threshold : float
-        The threshold used (NaN when fewer than two entities can be joined).
+    Proposal
+        ``condition``: the distances; a pair of groups joins when its average condition is
+        > threshold. ``threshold``: the one used (NaN when fewer than two entities can join).
     """
-    d = np.asarray(distances, dtype=np.float64)
-    n = d.shape[0]
-    deg = np.asarray(degenerate, dtype=bool)
-    sizes = np.ones(n, dtype=np.int64) if sizes is None else np.asarray(sizes, dtype=np.int64)
+    d, deg, config = given.distance, given.degenerate, given.config
     limit = 2 if config.max_group_size is None else config.max_group_size
     thr = default_threshold(d, deg) if config.threshold is None else float(config.threshold)
     if np.isnan(thr):
-        labels = np.arange(n, dtype=np.int64)
-    else:
-        labels = greedy_join(
-            d,
-            sizes,
-            limit,
-            farthest=True,
-            threshold=thr,
-            min_groups=config.min_groups,
-            joinable=~deg,
-        )
-    labels = apply_guards(
-        labels,
-        d,
-        max_group_size=limit,
-        min_groups=config.min_groups,
-        degenerate=deg,
-        sizes=sizes,
-    )
-    return labels, d.copy(), thr
+        return Proposal(np.arange(given.n_entities, dtype=np.int64), d.copy(), thr)
+    labels = greedy_join(
+        d, given.sizes, limit, farthest=True, threshold=thr, min_groups=config.min_groups,
+        joinable=~deg,
+    )  # fmt: skip
+    return Proposal(labels, d.copy(), thr)

@@ -1,0 +1,117 @@
+"""The event codec: :class:`~.records.Event` <-> the dataset of ``events/event_NNNNNN.nc``.
+
+The distance and silhouette dicts become one ``distances (distance, entity, entity_other)``
+array and one ``silhouettes (distance,)`` array with a ``distance`` name coordinate; scalars
+and the JSON grouping config become global attributes. ``decode_event(encode_event(e)) == e``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import xarray as xr
+
+from .coding import (
+    as_int,
+    as_str,
+    build_variables,
+    entity_coords,
+    json_default,
+    make_dataset,
+    names_coord,
+    read_array,
+)
+from .errors import StoreError, check_version
+from .records import Event
+from .schema import EVENT_ATTRS, EVENT_VARS
+
+# Event fields stored one-to-one as event variables of the same name (EVENT_VARS order, which
+# is also the order encoding checks them in, so errors name the first bad field).
+_ARRAY_FIELDS = tuple(n for n in EVENT_VARS if n not in ("bins", "distances", "silhouettes"))
+_INT_ATTRS = ("index", "step", "window_start", "sketch_seed", "kmeans_k")
+_INT_ATTRS_AFTER = ("n_params_before", "n_params_after")
+
+
+def _variables(event: Event) -> tuple[dict[str, xr.Variable], dict[str, xr.Variable]]:
+    """Variables and coordinates of an event; the distance dicts become one array each."""
+    names = list(event.distances)
+    if sorted(event.silhouettes) != sorted(names):
+        raise ValueError(
+            f"result.silhouettes keys {sorted(event.silhouettes)} must equal "
+            f"result.distances keys {sorted(names)}"
+        )
+    n_e = event.n_entities_before
+    values = {name: getattr(event, name) for name in _ARRAY_FIELDS}
+    values["bins"] = event.bins
+    values["distances"] = np.zeros((0, n_e, n_e))
+    if names:
+        shapes = {n: np.shape(event.distances[n]) for n in names}
+        if set(shapes.values()) != {(n_e, n_e)}:
+            raise ValueError(f"result.distances must all have shape {(n_e, n_e)}; got {shapes}")
+        values["distances"] = np.stack([event.distances[n] for n in names])
+    values["silhouettes"] = np.array([event.silhouettes[n] for n in names], dtype=np.float64)
+    coords = {
+        "task": names_coord("task_names", event.task_names, "task"),
+        "task_other": names_coord("task_names", event.task_names, "task_other"),
+        "distance": names_coord("result.distances", names, "distance"),
+    }
+    variables = build_variables(EVENT_VARS, values, {d: v.size for d, v in coords.items()})
+    coords.update(entity_coords(event.assignment_before, list(event.task_names), n_e))
+    return variables, coords
+
+
+def encode_event(event: Event) -> xr.Dataset:
+    """Encode one grouping event as a store dataset, exactly inverted by :func:`decode_event`.
+
+    Raises ValueError (TypeError for a non-str name) naming the first field of a wrong dtype,
+    number of dims or size.
+    """
+    variables, coords = _variables(event)
+    ints = _INT_ATTRS + _INT_ATTRS_AFTER
+    attrs: dict[str, object] = {name: as_int(name, getattr(event, name)) for name in ints}
+    attrs.update(
+        sketch_kind=as_str("sketch_kind", event.sketch_kind),
+        merge_mode=as_str("merge_mode", event.merge_mode),
+        chosen_distance=as_str("result.chosen_distance", event.chosen_distance),
+        grouping_config=json.dumps(event.grouping_config, sort_keys=True, default=json_default),
+        n_entities_before=event.n_entities_before,
+        n_entities_after=event.n_entities_after,
+    )
+    return make_dataset("event", variables, coords, attrs)
+
+
+def decode_event(ds: xr.Dataset, *, bins: bool = True) -> Event:
+    """Invert :func:`encode_event`.
+
+    ``bins=False``: ``ds`` may lack ``bins`` (read with ``read_event(path, bins=False)``, which
+    skips most of the file's bytes; deciding and replaying never use them) and the record's
+    ``bins`` is None. Raises StoreError naming the file for another schema version, another
+    kind, or a missing variable or attribute.
+    """
+    source = str(ds.encoding.get("source", "<in-memory dataset>"))
+    check_version(source, ds.attrs.get("schema_version"))
+    wanted = {n: spec for n, spec in EVENT_VARS.items() if bins or n != "bins"}
+    missing = sorted((set(wanted) - set(ds.variables)) | (set(EVENT_ATTRS) - set(ds.attrs)))
+    if ds.attrs.get("store_kind") != "event" or missing:
+        raise StoreError(
+            source,
+            f"not a complete event dataset (store_kind "
+            f"{ds.attrs.get('store_kind')!r}, missing {missing})",
+        )
+    arr = {name: read_array(ds, name, spec) for name, spec in wanted.items()}
+    a = ds.attrs
+    names = [str(n) for n in ds["distance"].values]
+    return Event(
+        **{name: arr[name] for name in _ARRAY_FIELDS if name != "threshold"},
+        distances={n: arr["distances"][i].copy() for i, n in enumerate(names)},
+        silhouettes={n: float(arr["silhouettes"][i]) for i, n in enumerate(names)},
+        chosen_distance=str(a["chosen_distance"]),
+        threshold=float(arr["threshold"]),
+        **{k: int(a[k]) for k in _INT_ATTRS + _INT_ATTRS_AFTER},
+        bins=arr.get("bins"),
+        sketch_kind=str(a["sketch_kind"]),
+        task_names=tuple(str(t) for t in ds["task"].values),
+        merge_mode=str(a["merge_mode"]),
+        grouping_config=json.loads(a["grouping_config"]),
+    )

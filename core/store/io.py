@@ -1,0 +1,267 @@
+"""The file layer: atomic writes and checked reads of NetCDF4 files, eager or lazy.
+
+Files are written atomically (temp file in the same directory, fsync, rename), so a crash
+leaves either the old or the new file, never a torn one. Every read checks the HDF5 signature,
+``schema_version``, ``store_kind`` and the per-variable checksums (:mod:`.checksums`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .checksums import CHECKSUM_ATTR, content_checksums, pop_checksums, verify_variable
+from .errors import StoreError, check_version
+from .schema import CHUNK_BYTES, COMPLEVEL, SCHEMA_VERSION
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+#: Every NetCDF open, read and write of this package holds this lock: HDF5 is not thread-safe,
+#: and a lazy (dask) read still running in a worker thread after a failed compute must not
+#: overlap a read in the main thread (that crashed the process, not just the read).
+HDF5_LOCK = threading.RLock()
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable; skipped where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _free_bytes(directory: Path) -> int | str:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return "unknown"
+
+
+def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` on a temp file beside ``path``, fsync it, rename it over ``path``.
+
+    Readers see the old file or the new one, never a torn one; on any failure the temp file
+    is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "r+b") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except StoreError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except (OSError, RuntimeError) as err:  # netCDF4 reports HDF5 I/O failures as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise StoreError(path, f"could not be written ({type(err).__name__}: {err}; "
+                         f"{_free_bytes(path.parent)} bytes free on that disk); the previous "
+                         "version, if any, is intact: free space or fix permissions and "
+                         "--resume") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
+    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Chunk shape of at most about ``CHUNK_BYTES``, splitting leading dims first."""
+    chunks = list(shape)
+    for i in range(len(chunks)):
+        if math.prod(chunks) * itemsize <= CHUNK_BYTES:
+            break
+        rest = math.prod(chunks[i + 1 :]) * itemsize
+        chunks[i] = max(1, min(chunks[i], CHUNK_BYTES // max(rest, 1)))
+    return tuple(chunks)
+
+
+def netcdf_encoding(ds: xr.Dataset) -> dict[str, dict]:
+    """Per-variable NetCDF4 encoding: zlib level 4 for arrays, chunks where large, no fill value.
+
+    ``_FillValue=None`` keeps xarray from masking any stored value on read: a NaN, or an
+    integer that happens to equal a default fill value, comes back exactly as written.
+    """
+    encoding = {}
+    for name, var in ds.variables.items():
+        if var.dtype.kind not in "fiub":
+            continue  # strings: netCDF4 variable-length strings, stored as they are
+        enc: dict = {"_FillValue": None}
+        if var.ndim and var.size:
+            enc.update(zlib=True, complevel=COMPLEVEL, shuffle=True)
+            if var.nbytes > CHUNK_BYTES:
+                enc["chunksizes"] = _chunks(var.shape, var.dtype.itemsize)
+        encoding[name] = enc
+    return encoding
+
+
+def atomic_write_dataset(path: str | os.PathLike, ds: xr.Dataset) -> Path:
+    """Write a store dataset as NetCDF4 to ``path`` atomically (zlib, chunked, no fill values).
+
+    Encodings carried by ``ds`` (e.g. from the file it was read from) are ignored; the store's
+    own (:func:`netcdf_encoding`) is used, and the checksums are computed afresh.
+    """
+    if ds.attrs.get("schema_version") != SCHEMA_VERSION:
+        raise StoreError(
+            path,
+            f"refusing to write a dataset with schema_version={ds.attrs.get('schema_version')!r};"
+            f" expected {SCHEMA_VERSION} (build it with an encode_* function of this module)",
+        )
+    clean = ds.copy(deep=False)
+    clean.encoding = {}
+    for var in clean.variables.values():
+        var.encoding = {}
+    clean.attrs = {**ds.attrs, CHECKSUM_ATTR: content_checksums(clean)}
+    encoding = netcdf_encoding(clean)
+
+    def write(tmp: Path) -> None:
+        with HDF5_LOCK:
+            clean.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+
+    return _atomic(path, write)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _check_file(path: Path) -> None:
+    """A StoreError unless ``path`` is a file starting with a NetCDF signature."""
+    if not path.is_file():
+        raise StoreError(path, "no such file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise StoreError(path, "empty file (0 bytes): truncated or not a NetCDF file")
+    if head != _HDF5_SIGNATURE and not head.startswith(b"CDF"):
+        raise StoreError(
+            path,
+            f"not a NetCDF file (starts with {head!r}; expected the NetCDF4/HDF5 signature "
+            f"{_HDF5_SIGNATURE!r})",
+        )
+
+
+def _check_header(path: Path, ds: xr.Dataset, kind: str | None) -> None:
+    check_version(path, ds.attrs.get("schema_version"))
+    if kind is not None and ds.attrs.get("store_kind") != kind:
+        raise StoreError(path, f"store_kind {ds.attrs.get('store_kind')!r} found, expected {kind!r}")
+
+
+def _corrupted(path: Path, exc: Exception) -> StoreError:
+    return StoreError(path, f"truncated or corrupted NetCDF ({type(exc).__name__}: {exc})")
+
+
+def open_store_dataset(
+    path: str | os.PathLike, kind: str | None = None, drop: Sequence[str] = (), *,
+    lazy: bool = False,
+) -> xr.Dataset:
+    """Open a store file with its schema checked: the store's one way to read a file.
+
+    Parameters
+    ----------
+    path : path-like
+        The NetCDF file.
+    kind : str, optional
+        Expected ``store_kind`` (``"event"``, ``"history"``, ``"metrics"``, ``"activations"``,
+        ``"affinity"``).
+    drop : sequence of str
+        Variables not to read at all (they are dropped before loading).
+    lazy : bool
+        False: load everything into memory and close the file, checksums verified now.
+        True: coordinates now, each data variable as a dask array read (and verified) when
+        computed; see :func:`_open_lazy`.
+
+    Raises
+    ------
+    StoreError
+        Missing, not NetCDF, truncated or corrupted, another schema_version, another kind, a
+        checksum mismatch (lazy: corruption inside array data is found when it is computed).
+    """
+    path = Path(path)
+    _check_file(path)
+    if lazy:
+        return _open_lazy(path, kind, drop)
+    try:
+        with HDF5_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
+            _check_header(path, ds, kind)
+            loaded = ds.drop_vars(list(drop), errors="ignore").load()
+    except StoreError:
+        raise
+    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError, ...
+        raise _corrupted(path, exc) from exc
+    checksums = pop_checksums(loaded, path)
+    for name, var in loaded.variables.items():
+        verify_variable(path, name, var.values, checksums)
+    return loaded
+
+
+def _read_variable(path: str, name: str, checksums: dict[str, str]) -> np.ndarray:
+    """Read one variable (open, read, close; checksum verified): no file handle outlives the
+    read."""
+    with HDF5_LOCK:
+        try:
+            with xr.open_dataset(path, engine="netcdf4") as ds:
+                values = ds[name].values
+        except Exception as exc:
+            raise StoreError(path, f"cannot read {name!r} ({type(exc).__name__}: {exc})") from exc
+    verify_variable(path, name, values, checksums)
+    return values
+
+
+def _open_lazy(path: Path, kind: str | None, drop: Sequence[str]) -> xr.Dataset:
+    """A store file as a dask-backed dataset: header and schema checked now, arrays read later.
+
+    Each variable is read by its own open-read-close when computed, instead of through a file
+    handle kept open by xarray's file cache: such handles are closed by the garbage collector
+    from whichever thread runs it, which crashed HDF5 (segfault) while another thread read.
+    Every NetCDF access of this package holds :data:`HDF5_LOCK` (HDF5 is not thread-safe);
+    after a failed threaded compute dask may still run other read tasks, so code that opens
+    store files with xarray directly meanwhile should hold that lock too.
+    """
+    import dask
+    import dask.array as da
+
+    try:
+        with HDF5_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
+            _check_header(path, ds, kind)
+            checksums = pop_checksums(ds, path)  # verified as each variable is read
+            variables = {}
+            for name, var in ds.data_vars.items():
+                if name in drop:
+                    continue
+                data = dask.delayed(_read_variable, pure=True)(str(path), name, checksums)
+                lazy = da.from_delayed(data, shape=var.shape, dtype=var.dtype,
+                                       name=f"{path}:{name}")
+                variables[name] = xr.Variable(var.dims, lazy, dict(var.attrs))
+            coords = {k: ds[k].variable.load().copy() for k in ds.coords}
+            out = xr.Dataset(variables, coords=coords, attrs=dict(ds.attrs))
+    except StoreError:
+        raise
+    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError, ...
+        raise _corrupted(path, exc) from exc
+    for name, coord in coords.items():
+        verify_variable(path, name, coord.values, checksums)
+    out.encoding["source"] = str(path)
+    return out
