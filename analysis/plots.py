@@ -238,16 +238,20 @@ def plot_factor_space(run: RunLike, event: int = 0, embedding: str = "pca") -> F
     fig = new_figure(DOUBLE_COLUMN, 3.2)
     left, right = fig.subplots(1, 2)
     styles = [series_style(e) for e in range(n_e)]
-    for e in range(n_e):
+    for e in range(n_e):  # points, not paths: consecutive bins jump around and paths tangle
         keep = ~np.isnan(xy[e, :, 0])
-        left.plot(xy[e, keep, 0], xy[e, keep, 1], marker="o", ms=2, lw=0.7, **styles[e])
+        colour = styles[e]["color"]
+        left.scatter(xy[e, keep, 0], xy[e, keep, 1], s=5, color=colour, alpha=0.45, linewidths=0)
+        if keep.any():  # the entity's mean direction over the window
+            mean = xy[e, keep].mean(axis=0)
+            left.scatter(*mean, s=45, color=colour, edgecolors="black", linewidths=0.6, zorder=3)
     share = r.singular_values**2 / np.maximum((r.singular_values**2).sum(1, keepdims=True), 1e-300)
     colours = [styles[e]["color"] for e in ent]
     right.scatter(fxy[:, 0], fxy[:, 1], s=8 + 80 * share[ent, fac], c=colours, linewidths=0)
     name = embedding.upper()
     for ax in (left, right):
         ax.set(xlabel=f"{name} 1 (arbitrary units)", ylabel=f"{name} 2 (arbitrary units)")
-    left.set_title("sketched gradient bins\n(unit norm; one path per entity)")
+    left.set_title("sketched gradient bins (unit norm)\nsmall: one bin; large: entity mean")
     right.set_title("gradient factors\n(marker area ~ share of sigma^2)")
     names = entity_names(r.assignment_before, meta["task_names"], width=4)
     handles = [
