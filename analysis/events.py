@@ -17,6 +17,8 @@ from scipy.sparse.csgraph import connected_components
 
 from ..core import store
 from ..core.grouping import EventResult, GroupingConfig, canonical
+from ..core.store.event_codec import decode_event_arrays, decoded_variables
+from ..core.store.io import read_store_arrays
 
 __all__ = [
     "as_result",
@@ -28,6 +30,7 @@ __all__ = [
     "grouping_config",
     "join_partitions",
     "merges_of",
+    "read_event_file",
     "read_events",
 ]
 
@@ -84,6 +87,8 @@ def read_events(
 
     ``bins=False`` does not read the binned gradient windows (about two thirds of an event
     file's bytes); decisions and replays never use them, and ``meta["bins"]`` is then None.
+    From a directory, each file is read by :func:`read_event_file` (only the variables
+    decoding uses, checksums verified).
     Raises StoreError naming the file when an event is truncated or corrupted.
     """
     drop = [] if bins else ["bins"]
@@ -95,9 +100,16 @@ def read_events(
             for n in nodes
         ]
     manifest = store.read_manifest(run)
-    return manifest, [
-        event_result(store.read_event(p, bins=bins), bins=bins) for p in store.list_events(run)
-    ]
+    return manifest, [read_event_file(p, bins=bins) for p in store.list_events(run)]
+
+
+def read_event_file(path: str | os.PathLike, *, bins: bool = True) -> tuple[EventResult, dict]:
+    """One event file as ``(EventResult, meta)``: what ``event_result(store.read_event(path))``
+    returns, with the same checks and errors, but reading only the variables decoding uses
+    and without an ``xarray.Dataset`` in between (its cost per file dominated reading a run's
+    events)."""
+    attrs, arrays = read_store_arrays(path, "event", decoded_variables(bins=bins))
+    return as_result(decode_event_arrays(attrs, arrays, source=str(path), bins=bins))
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -109,7 +121,11 @@ def _same(a: object, b: object) -> bool:
     x, y = np.asarray(a), np.asarray(b)
     if x.shape != y.shape:
         return False
-    return bool(np.array_equal(x, y, equal_nan=x.dtype.kind == "f" and y.dtype.kind == "f"))
+    if x.dtype.kind == "f" and y.dtype.kind == "f":
+        # np.array_equal(x, y, equal_nan=True), without its copies of the non-NaN values
+        equal = x == y
+        return bool(equal.all() or (equal | (np.isnan(x) & np.isnan(y))).all())
+    return bool(np.array_equal(x, y))
 
 
 def compare_events(new: EventResult, old: EventResult) -> list[str]:

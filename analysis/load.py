@@ -147,7 +147,7 @@ def _one_run(run_dir: Path, lazy: bool) -> tuple[dict, xr.Dataset, xr.Dataset | 
     metrics = store.read_metrics(run_dir) if paths.metrics.exists() else None
     if metrics is None and "metrics" in _required(paths, manifest):
         raise StoreError(paths.metrics, "no such file (the manifest says the run is complete)")
-    history = store.read_history(run_dir, lazy=lazy) if paths.history.exists() else None
+    history = store.read_history(run_dir, lazy=lazy) if store.has_history(run_dir) else None
     return coords, metrics, history
 
 

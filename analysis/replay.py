@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..core.grouping import EventResult, GroupingConfig, grouping_event
+from ..core.grouping import UNVERSIONED_RULE, EventResult, GroupingConfig, grouping_event
 from .events import (
     RunLike,
     chain_problems,
@@ -93,6 +93,9 @@ class EventReplay:
         The replayed event (inputs, intermediates, outcome).
     recorded : EventResult
         The event as stored.
+    rule : int
+        The decision rule version the event was decided and replayed by (its file's
+        ``decision_rule``; 1 for files written before versions were recorded).
     """
 
     index: int
@@ -103,6 +106,7 @@ class EventReplay:
     window: str
     result: EventResult
     recorded: EventResult
+    rule: int = UNVERSIONED_RULE
 
     @property
     def condition(self) -> np.ndarray:
@@ -181,7 +185,8 @@ class ReplayReport:
             bad = "" if e.matched else f"  differs in: {', '.join(e.mismatched)}"
             lines.append(
                 f"  event {e.index} (step {e.step}): {e.result.n_entities_before} -> "
-                f"{e.result.n_entities_after} entities [{e.window}]{bad}"
+                f"{e.result.n_entities_after} entities [{e.window}, decision rule "
+                f"{e.rule}]{bad}"
             )
         lines.append(f"final groups: {self.groups()}")
         if not self.matched and not self.counterfactual:
@@ -199,7 +204,8 @@ def _row(e: EventReplay) -> dict:
     row.update(
         mismatched=", ".join(e.mismatched), window=e.window, n_entities_before=r.n_entities_before
     )
-    row.update(n_groups_after=r.n_entities_after, chosen_distance=r.chosen_distance)
+    row.update(n_groups_after=r.n_entities_after, chosen_distance=r.chosen_distance,
+               decision_rule=e.rule)
     row.update({f"silhouette_{k}": v for k, v in r.silhouettes.items()}, threshold=r.threshold)
     row["merges"] = "; ".join(" + ".join("/".join(p) for p in m) for m in e.merges)
     return row
@@ -287,13 +293,15 @@ def _replay_decoded(
             summed, assign, window = counterfactual_inputs(rec, state)
         else:
             summed, assign, window, streak = rec.summed, rec.assignment_before, "recorded", None
-        new = grouping_event(
-            summed, assign, rec.streak_before if streak is None else streak, config
+        new = grouping_event(  # with the rule that decided the event (its file says which)
+            summed, assign, rec.streak_before if streak is None else streak, config,
+            rule=meta.get("decision_rule", UNVERSIONED_RULE),
         )
         bad = compare_events(new, rec) + ([] if changes else chain_problems(rec, prev))
         merges = merges_of(new, names)
         event = EventReplay(
-            meta["index"], meta["step"], not bad, tuple(bad), merges, window, new, rec
+            meta["index"], meta["step"], not bad, tuple(bad), merges, window, new, rec,
+            meta.get("decision_rule", UNVERSIONED_RULE),
         )
         replayed.append(event)
         prev, state, streak = rec, new.assignment_after, new.streak_after

@@ -7,12 +7,16 @@ recomputes them deterministically and produces the same events.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from . import store
 
 
 class CheckpointError(RuntimeError):
@@ -42,7 +46,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        store.replace(tmp, path)  # on the background writer: renamed by the training thread
     except Exception as err:  # torch reports a full disk as e.g. "unexpected pos 415552 vs ..."
         raise CheckpointError(
             f"cannot write checkpoint {path} ({type(err).__name__}: {err}); "
@@ -54,6 +58,30 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass  # e.g. the directory became read-only: the temp file never existed
+
+
+def snapshot(state: Any) -> Any:
+    """A copy of ``state`` that later training cannot change: every tensor copied to the host,
+    every numpy array copied, containers rebuilt (other values are immutable or shared as is).
+
+    What a checkpoint written on the background writer holds (:meth:`~.trainer.Trainer.save`):
+    ``model.state_dict()`` and ``optimizer.state_dict()`` return the live tensors, which the
+    next steps change in place. Copying 493k-parameter estimators for 139 tasks with Adam's
+    moments (about 0.8 GB) costs a fraction of writing them (memcpy against file writes and
+    fsync), and only the copy stays on the training step.
+    """
+    if torch.is_tensor(state):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, np.ndarray):
+        return state.copy()
+    if isinstance(state, dict):  # a shallow copy keeps the type (OrderedDict, defaultdict...)
+        out = copy.copy(state)
+        for k, v in state.items():
+            out[k] = snapshot(v)
+        return out
+    if isinstance(state, (list, tuple)) and not hasattr(state, "_fields"):
+        return type(state)(snapshot(v) for v in state)
+    return state
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

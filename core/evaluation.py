@@ -68,6 +68,7 @@ def adjusted_rand(groups: Any, assignment: np.ndarray) -> float | None:
 def finish_run(trainer: Any) -> None:
     """Evaluate the trained model and close the run: metrics, history, checkpoint, status."""
     data = trainer.data
+    trainer.flush()  # the events and checkpoints still queued, before the run is closed
     n_params, n_est = trainer.model.count_parameters()
     metrics = evaluate(trainer)  # only the metrics that apply to the run's task types
     if data.main_metric not in metrics:  # a main metric no task type has: NaN, as it was
@@ -87,3 +88,4 @@ def finish_run(trainer: Any) -> None:
     trainer.write_history()
     save_checkpoint(trainer.paths.checkpoint, trainer.state_dict())
     store.update_manifest(trainer.paths.run_dir, status="complete")
+    store.remove_history_parts(trainer.paths.run_dir)  # history.nc holds them all now

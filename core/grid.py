@@ -256,19 +256,36 @@ def _start_ready(
     return settled
 
 
+def longest_first(jobs: Sequence[Job], cost: Callable[[Job], float]) -> list[Job]:
+    """``jobs`` by decreasing estimated cost (ties keep plan order); a job that others wait for
+    counts with its own cost plus its longest dependent's."""
+    own = {j.run_dir: float(cost(j)) for j in jobs}
+    chain = dict(own)
+    for j in jobs:
+        if j.after in chain:
+            chain[j.after] = max(chain[j.after], own[j.after] + own[j.run_dir])
+    order = sorted(range(len(jobs)), key=lambda i: (-chain[jobs[i].run_dir], i))
+    return [jobs[i] for i in order]
+
+
 def run_grid(
     jobs: Sequence[Job],
     executor: str = "local",
     workers: int = 2,
     scheduler: str | None = None,
     progress: bool = True,
+    cost: Callable[[Job], float] | None = None,
 ) -> list[Outcome]:
     """Run ``jobs`` (from :func:`plan_grid`) and return one :class:`Outcome` per job, in order.
 
     ``executor``: ``local`` (a pool of ``workers`` processes), ``dask`` (the scheduler at
     ``scheduler``, else a LocalCluster of ``workers`` processes) or ``serial`` (this process).
-    At most as many jobs are in flight as there are worker slots, so jobs start in plan order
-    (seed by seed) and a baseline starts as soon as its reference run is done.
+    At most as many jobs are in flight as there are worker slots; a baseline starts as soon as
+    its reference run is done. Jobs start in plan order (seed by seed), or, with ``cost`` (an
+    estimate of a job's seconds), longest first: a reference run counts with its longest
+    dependent, so the long chains start early and the last slots do not wait on one long job
+    (on 2 workers the quick Table 2 finished one long image ``stl`` run minutes after the other
+    worker went idle). The order changes when runs finish, never what they compute.
     """
     from tqdm.auto import tqdm
 
@@ -281,6 +298,8 @@ def run_grid(
     done = [j for j in jobs if status_of(j.run_dir) == "complete"]
     outcomes = {j.run_dir: Outcome(j, "skipped") for j in done}
     pending = [j for j in jobs if j.run_dir not in outcomes]
+    if cost is not None:
+        pending = longest_first(pending, cost)
     bar = tqdm(
         total=len(jobs), initial=len(done), desc="table grid", unit="run",
         disable=None if progress else True,  # None: off when stderr is not a terminal (logs)

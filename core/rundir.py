@@ -162,7 +162,7 @@ def delete_run(run_dir: Path) -> None:
     for path in (paths.manifest, paths.history, paths.metrics, paths.checkpoint,
                  run_dir / "affinity.nc"):
         path.unlink(missing_ok=True)
-    for folder in (paths.events_dir, paths.activations_dir):
+    for folder in (paths.events_dir, paths.activations_dir, paths.history_dir):
         if folder.exists():
             shutil.rmtree(folder)
     store.remove_stale_temp_files(run_dir)

@@ -30,7 +30,7 @@ from . import store
 from .capture import GradientWindow
 from .config import RunConfig, make_config
 from .distributed import average_, broadcast, current
-from .grouping import EventResult, grouping_event
+from .grouping import DECISION_RULE_VERSION, EventResult, complete_record, grouping_event
 from .merge import merge_estimators
 
 if TYPE_CHECKING:
@@ -113,7 +113,11 @@ class SharingScheduler:
     n_events : int
         Grouping events so far.
     last_result : EventResult or None
-        The decision of the latest event (None before the first).
+        The decision of the latest event (None before the first). Its pooled k-means record
+        (``kmeans_k``, ``kmeans_labels``, ``membership``; not part of the decision unless the
+        strategy is ``kmeans``) is computed on the background writer: it is None in the result
+        that :meth:`step` returns, and filled in ``last_result`` after :meth:`flush` (on rank 0
+        of a data-parallel run).
     assignment : ndarray (n_tasks,)
         Current entity of each task.
     """
@@ -139,6 +143,9 @@ class SharingScheduler:
         self._losses_seen = False
         self.last_result: EventResult | None = None
         self._lock = None
+        #: the store's writes (events; the built-in trainer's history and checkpoints) run here,
+        #: off the training step, in submission order (see :class:`~.store.BackgroundWriter`)
+        self.writer = store.BackgroundWriter()
         if self.run_dir is not None:
             self._attach_run(resume)
         if self._scaled:
@@ -210,6 +217,7 @@ class SharingScheduler:
             self.window_loss += np.nan_to_num(np.asarray(values, dtype=float))
             self._losses_seen = True
         self.step_count += 1
+        self.writer.poll()  # commit the writes the background writer has ready, in order
         if self.window is None:
             return None
         if self._scaled:
@@ -228,8 +236,11 @@ class SharingScheduler:
         summed, bins = self.window.finish(reduce=lambda t: average_(t, info))
         before = self.model.count_parameters()[0]
         result = None
-        if info.is_main:  # the pure decision, once; every rank applies it
-            result = grouping_event(summed, self.assignment, self.streak, cfg.grouping)
+        if info.is_main:  # the pure decision, once; every rank applies it. Its k-means record
+            # (not part of the decision for the built-in strategies but kmeans) is completed
+            # on the background writer, before the event is written
+            result = grouping_event(summed, self.assignment, self.streak, cfg.grouping,
+                                    record=False)
         result = broadcast(result, info)
         window_loss = self.window_loss
         if info.active:
@@ -248,6 +259,8 @@ class SharingScheduler:
         self._hooks = self._register_hooks()
         if self.run_dir is not None:
             self._write_event(result, summed_bins=bins, before=before)
+        elif info.is_main:  # no store: the record is still completed, off the step
+            self.writer.submit(self._complete_and_write, result, None)
         self.assignment = result.assignment_after.astype(np.int64)
         self.streak = result.streak_after
         self.n_events += 1
@@ -257,16 +270,32 @@ class SharingScheduler:
 
     # -- the run store ---------------------------------------------------------------------
     def _write_event(self, result: EventResult, summed_bins: np.ndarray, before: int) -> None:
+        """Hand the event to the background writer: encoded and written off the training step.
+        Everything it reads is fixed now (the decision's arrays are its own, never changed)."""
         cfg = self.config
-        # the store takes plain fields, not the grouping rule's type: EventResult's by name
-        decision = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
-        ds = store.encode_event(
-            **decision, index=self.n_events, step=self.step_count, window_start=self.window_start,
+        context = dict(
+            index=self.n_events, step=self.step_count, window_start=self.window_start,
             bins=summed_bins, sketch_seed=cfg.seed + SKETCH_SEED_OFFSET,
             sketch_kind=cfg.sharing.sketch_kind, task_names=tuple(self.model.task_names),
             n_params_before=before, n_params_after=self.model.count_parameters()[0],
-            merge_mode=cfg.sharing.merge, grouping_config=dataclasses.asdict(cfg.grouping))
-        store.write_event(self.run_dir, ds)  # the manifest's event list is the directory's
+            merge_mode=cfg.sharing.merge, grouping_config=dataclasses.asdict(cfg.grouping),
+            decision_rule=DECISION_RULE_VERSION)
+        self.writer.submit(self._complete_and_write, result, context)
+
+    def _complete_and_write(self, result: EventResult, context: dict[str, Any] | None) -> None:
+        """(writer thread) Complete the event's record, make it ``last_result`` if no later
+        event has replaced it, and write it."""
+        completed = complete_record(result, self.config.grouping)
+        if self.last_result is result:
+            self.last_result = completed
+        if context is not None:
+            _write_event(self.run_dir, completed, context)
+
+    def flush(self) -> None:
+        """Wait until every event handed to the background writer is on disk (raises the error
+        of a write that failed). :meth:`state_dict` calls it: a checkpoint saved beside it never
+        refers to an event that is not written."""
+        self.writer.barrier()
 
     def _attach_run(self, resume: bool) -> None:
         """Create and lock a new run store, or continue an existing one (``resume``). A store
@@ -316,6 +345,16 @@ class SharingScheduler:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        try:
+            self.writer.close(raise_errors=error is None)
+        except BaseException as err:  # the run failed writing: say so in its manifest
+            error = err
+            raise
+        finally:
+            if self._lock is not None:
+                self._finish_run(error)
+
+    def _finish_run(self, error: BaseException | None) -> None:
         if self._lock is not None:
             status = {"status": "complete"} if error is None else {
                 "status": "failed", "error": f"{type(error).__name__}: {error}"}
@@ -333,8 +372,14 @@ class SharingScheduler:
         self.close(exc)
 
     # -- checkpoints -----------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: save it beside the model's and optimizer's."""
+    def state_dict(self, *, flush: bool = True) -> dict[str, Any]:
+        """Everything needed to continue exactly: save it beside the model's and optimizer's.
+
+        ``flush`` (default): first wait until the events this scheduler wrote are on disk
+        (:meth:`flush`). The built-in trainer passes False: it queues its checkpoint on the same
+        writer, after the events, which orders them without waiting."""
+        if flush:
+            self.flush()
         return {"step_count": self.step_count, "n_events": self.n_events,
                 "assignment": self.assignment.copy(), "streak": self.streak.copy(),
                 "window_loss": self.window_loss.copy(), "window_start": self.window_start,
@@ -356,6 +401,13 @@ class SharingScheduler:
             self._scale = float(state["scale"])
         if state["window"] is not None and self.window is not None:
             self.window.load_state_dict(state["window"])
+
+
+def _write_event(run_dir: Path, result: EventResult, context: dict[str, Any]) -> None:
+    """Encode and write one event (on the writer thread): the decision's fields by name (the
+    store takes plain fields, not the grouping rule's type) and the writer's context."""
+    decision = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    store.write_event(run_dir, store.encode_event(**decision, **context))
 
 
 __all__ = ["SKETCH_SEED_OFFSET", "SharingScheduler", "event_step", "resolve_config"]

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from . import store
 from .branched import BranchedModel
 from .capture import entity_grad_norms
-from .checkpoint import CheckpointError, save_checkpoint
+from .checkpoint import CheckpointError, save_checkpoint, snapshot
 from .config import RunConfig
 from .data import StepBatchSampler, train_loader
 from .devices import Precision, device_rng_state, resolve_device, set_device_rng_state
@@ -105,8 +105,8 @@ class Trainer:
         self._counts: torch.Tensor | None = None  # each task's entries in the global batch
         self._batch_rule = self.sampler()
         self.step = 0
-        self.hist: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "lr": [],
-                                      "assignment": []}
+        #: the history of the steps not yet in a part on disk (:meth:`save` appends parts)
+        self.hist: dict[str, list] = _empty_history()
         self.counters = {"backward_passes": 0, "forward_passes": 0, "wall_time_s": 0.0}
 
     @property
@@ -204,8 +204,11 @@ class Trainer:
 
     # -- persistence --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The live state (tensors shared with the model): :func:`~.checkpoint.snapshot` it
+        before the next step if it is to be written later."""
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "sharing": self.sharing.state_dict(), "step": self.step, "hist": self.hist,
+                "sharing": self.sharing.state_dict(flush=False), "step": self.step,
+                "hist": {k: list(v) for k, v in self.hist.items()},
                 "counters": self.counters, "torch_rng": torch.get_rng_state(),
                 "device_rng": device_rng_state(self.device),
                 "precision": self.precision.state_dict(),
@@ -220,6 +223,9 @@ class Trainer:
         self.sharing.load_state_dict(st["sharing"])
         for key in ("step", "hist", "counters"):
             setattr(self, key, st[key])
+        if self.dist.is_main:  # history written after this checkpoint is written again
+            first = self.step - len(self.hist["step"])  # the checkpoint's own steps start here
+            store.trim_history(self.paths.run_dir, from_step=first)
         torch.set_rng_state(st["torch_rng"])
         set_device_rng_state(self.device, st.get("device_rng"))
         self.precision.load_state_dict(st.get("precision", {}))
@@ -229,23 +235,44 @@ class Trainer:
         self._wrap()  # the stacks may have been resized to the merged count
 
     def save(self) -> None:
+        """Queue the steps since the previous save and a checkpoint on the store's background
+        writer, after the event just decided: the training thread pays for a copy of the state,
+        not for the writes. The history is appended: the previous save's ``history.nc`` is
+        renamed to a part and the new one holds these steps alone (see
+        :func:`~.store.shelve_history`)."""
         if not self.dist.is_main:  # rank 0 writes the store and the checkpoint
             return
-        self.write_history()
-        save_checkpoint(self.paths.checkpoint, self.state_dict())
+        part = self.hist
+        self.hist = _empty_history()
+        state = snapshot(self.state_dict())  # its history: the steps after this part (none)
+        self.sharing.writer.submit(self._write_saved, part, state)
+
+    def _write_saved(self, part: dict[str, list], state: dict[str, Any]) -> None:
+        """The writer thread's part of :meth:`save`: the history, then the checkpoint."""
+        if part["step"]:
+            store.shelve_history(self.paths.run_dir)
+            store.write_history(self.paths.run_dir, self._history_dataset(part))
+        save_checkpoint(self.paths.checkpoint, state)
+
+    def flush(self) -> None:
+        """Wait until every queued store write and checkpoint is on disk."""
+        self.sharing.flush()
 
     def write_history(self) -> None:
-        if not self.hist["step"]:
-            return
-        h = self.hist
-        ds = store.encode_history(
+        """Write the whole history as ``history.nc`` now: the parts on disk and the steps after
+        them (after the writer's queue)."""
+        self.flush()
+        tail = self._history_dataset(self.hist) if self.hist["step"] else None
+        store.join_history(self.paths.run_dir, tail)
+
+    def _history_dataset(self, h: dict[str, list]) -> Any:
+        return store.encode_history(
             step=np.asarray(h["step"], dtype=np.int64),
             loss=np.asarray(h["loss"], dtype=np.float32),
             grad_norm=np.asarray(h["grad_norm"], dtype=np.float32),
             lr=np.asarray(h["lr"], dtype=np.float64),
             assignment=np.asarray(h["assignment"], dtype=np.int64),
             task_names=self.data.task_names)
-        store.write_history(self.paths.run_dir, ds)
 
     # -- the run ------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> None:
@@ -267,12 +294,18 @@ class Trainer:
             self._step()
             bar.update(1)
             if self.sharing.n_events != before:
-                result = self.sharing.last_result
                 self.counters["wall_time_s"] = time.perf_counter() - start
                 self.save()
+                if self.callbacks:  # callbacks see the event and its checkpoint on disk, and
+                    self.flush()  # the event's complete record (k-means filled on the writer)
+                result = self.sharing.last_result
                 for cb in self.callbacks:  # after the checkpoint: a callback may end it
                     getattr(cb, "on_event", lambda *a: None)(self, result)
                 bar.set_postfix(groups=self.model.n_entities)
+
+
+def _empty_history() -> dict[str, list]:
+    return {"step": [], "loss": [], "grad_norm": [], "lr": [], "assignment": []}
 
 
 class _Entries(torch.nn.Module):

@@ -70,6 +70,9 @@ def train(config: RunConfig, *, data: Any = None, model: BranchedModel | None = 
     progress : bool
         A progress bar on stderr (off when stderr is not a terminal).
     callbacks : objects with an optional ``on_event(trainer, result)`` method.
+        Called after each grouping event, once its event file and checkpoint are on disk (the
+        store writes run on a background thread; with callbacks the loop waits for them at
+        every event, without callbacks it never waits).
 
     Notes
     -----
@@ -149,12 +152,16 @@ def _fit_run(config: RunConfig, data: Any, model: BranchedModel | None, resume: 
         trainer.counters.update(phase)
     try:
         trainer.fit(progress and info.is_main)
+        trainer.flush()  # the queued store writes land before anything else is written
         if info.is_main:  # rank 0 evaluates and writes; the others wait for it
             write_activations(trainer, "final")
             finish_run(trainer)
         barrier(info)
-    finally:  # a user's model keeps no hook of this run
-        trainer.sharing.close()
+    except BaseException as err:  # the writes still queued are finished, the first error kept
+        trainer.sharing.close(err)
+        raise
+    # a user's model keeps no hook of this run; the background writer is drained and stopped
+    trainer.sharing.close()
 
 
 def _defaults_for(config: RunConfig, data: Any) -> RunConfig:

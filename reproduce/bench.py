@@ -25,13 +25,16 @@ from pathlib import Path
 
 import bench_ddp
 import bench_images
+import bench_memory
 import torch
 from bench_decision import decision_latency
 from bench_report import budget_rows, print_tables, scaling
-from bench_steps import METHODS, SIZES, stack_paths, step_overhead
+from bench_steps import METHODS, SIZES, period_ratio, stack_paths, step_overhead
 from bench_store import history_growth, make_run, replay_time, store_sizes
 
 TASKS = (8, 40, 139)
+#: Task counts with a step-ratio budget (measured over whole event periods as well).
+BUDGET_TASKS = (40, 139)
 #: ss/mtl step ratios of the previous release (estimators in a per-layer bank, signal read
 #: from ``.grad`` after the backward pass), as its README reported them from this benchmark on
 #: this project's 2-core machine; printed beside the current path's. (tasks, size) -> ratio.
@@ -54,12 +57,22 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
         for tasks in args.tasks:
             print(f"step overhead T={tasks} P={size} ...", flush=True)
             start = time.perf_counter()
-            methods = (
-                METHODS if size == "5k" else tuple(m for m in METHODS if m != "ss_countsketch")
-            )
+            # 493k estimators: a step takes 0.05-1.5 s, so the baselines (tag: 3x an mtl step at
+            # T=139) and more than one event period cost minutes each; --large-baselines adds them
+            large = size != "5k"
+            methods = METHODS if not large else (
+                tuple(m for m in METHODS if m != "ss_countsketch") if args.large_baselines
+                else ("mtl", "ss_similarity"))
             r = step_overhead(
-                tasks, size, steps=steps, regroup_every=args.regroup_every, methods=methods
+                tasks, size, steps=min(steps, 12) if large and not args.large_baselines
+                else steps, regroup_every=args.regroup_every, methods=methods
             )
+            if tasks in BUDGET_TASKS:  # the budget figure: whole event periods, all included
+                periods = min(args.periods, args.large_periods) if large else args.periods
+                print(f"  {periods} event period(s) of {args.regroup_every} steps ...",
+                      flush=True)
+                r["period"] = period_ratio(tasks, size, periods=periods,
+                                           regroup_every=args.regroup_every)
             r.update(size=size, seconds=time.perf_counter() - start,
                      stack_paths=stack_paths(tasks, size, steps=10 if args.quick else 30),
                      ratio_previous_release=PREVIOUS_RATIO.get((tasks, size)))
@@ -75,8 +88,21 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict:
         print("2-process DDP (gloo) step ratio, T=40 ...", flush=True)
         ddp = bench_ddp.measure(argparse.Namespace(
             tasks=40, size="5k", steps=20 if args.quick else args.steps, warm=3, events=3,
-            regroup_every=args.regroup_every))
+            regroup_every=args.regroup_every, periods=args.periods))
+    memory = None
+    if not args.no_memory:
+        print("peak memory, streamed images (2,000 and 20,000 generated images) ...", flush=True)
+        memory = bench_memory.run([2000, 20000])
+    table2 = {"path": args.table2_run}
+    if Path(args.table2_run).exists():
+        record = json.loads(Path(args.table2_run).read_text())
+        runs = record.get("runs", {})  # the whole grid trained: nothing reused, nothing failed
+        complete = runs.get("trained", 0) > 0 and not runs.get("skipped") and not runs.get("failed")
+        if record.get("profile") == "quick" and len(record.get("datasets", [])) >= 5 and complete:
+            table2.update(record)
     return {
+        "memory": memory,
+        "table2": table2,
         "ddp": ddp,
         "images": images,
         "decisions": decisions,
@@ -92,9 +118,13 @@ def report(m: dict, args: argparse.Namespace) -> dict:
         {
             "tasks": r["tasks"],
             "estimator_params": r["estimator_params"],
-            "ratio": r["ss_similarity"]["ratio"],
-            "ratio_cpu": r["ss_similarity"]["ratio_cpu"],
-            "ratio_async_writes": r["ss_similarity"]["ratio_async_writes"],
+            # the budget figure: total time over whole event periods (None: not measured)
+            "ratio": r["period"]["ratio"] if "period" in r else None,
+            "ratio_cpu": r["period"]["ratio_cpu"] if "period" in r else None,
+            "period": r.get("period"),
+            # the per-part model: median step + median event / period
+            "ratio_median": r["ss_similarity"]["ratio"],
+            "ratio_median_cpu": r["ss_similarity"]["ratio_cpu"],
             "mtl_step_s": r["mtl_step_s"],
             "event_s": r["ss_similarity"]["rare_s"],
             "ratio_previous_release": r["ratio_previous_release"],
@@ -114,6 +144,7 @@ def report(m: dict, args: argparse.Namespace) -> dict:
         }
         for r in m["overhead"]
         for k in ("tag", "cosine_groups")
+        if k in r
     ]
     return {
         "step_overhead": steps,
@@ -127,7 +158,7 @@ def report(m: dict, args: argparse.Namespace) -> dict:
         "images": m["images"],
         "ddp": m["ddp"],
         "budgets": budget_rows(steps, m["decisions"], m["replay"], m["sizes"], m["images"],
-                               m["ddp"]),
+                               m["ddp"], baselines, m["memory"], m["table2"]),
         "details": {
             **m,
             "torch_threads": torch.get_num_threads(),
@@ -142,6 +173,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per method (>= 30)")
     parser.add_argument("--tasks", type=int, nargs="+", default=list(TASKS))
+    parser.add_argument("--periods", type=int, default=3,
+                        help="event periods timed whole for the step-ratio budgets (default 3)")
+    parser.add_argument("--large-periods", type=int, default=1,
+                        help="the same for 493k-parameter estimators (default 1: 100 steps of "
+                             "up to 1.5 s each)")
+    parser.add_argument("--large-baselines", action="store_true",
+                        help="also time tag, cosine_groups and 40 median-model steps with 493k "
+                             "estimators (adds about 10 minutes)")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument(
         "--regroup-every",
@@ -153,6 +192,11 @@ def main() -> None:
                         help="skip the 2-process DDP step ratio (about a minute)")
     parser.add_argument("--no-images", action="store_true",
                         help="skip the ResNet-18 image step ratio (about 1-2 minutes on a CPU)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the streamed-images peak memory runs (about 2 minutes)")
+    parser.add_argument("--table2-run", default="runs/table2_run.json",
+                        help="the timing record of a quick Table 2 run (written by "
+                             "reproduce/table2.py) for its budget row")
     parser.add_argument("--out", default="results/bench.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

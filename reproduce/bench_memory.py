@@ -24,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+#: Peak RSS growth allowed for 10x the images (streamed), MB.
+BUDGET_MB = 150
+
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
@@ -64,9 +67,39 @@ def measure(root: Path, out: Path, image_size: int, steps: int, in_memory: bool)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def run(sizes: list[int], image_size: int = 32, steps: int = 100,
+        in_memory: bool = False) -> dict:
+    """Peak memory of one streamed training run per size (and in memory, if asked); the
+    growth from the smallest to the largest size is ``growth_mb_streamed``."""
     from selective_sharing.datasets import write_celeba_fixture
 
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ss_memory_") as tmp:
+        for n in sizes:
+            t0 = time.perf_counter()
+            root = write_celeba_fixture(Path(tmp) / f"celeba{n}", n_images=n, seed=0)
+            print(f"{n} generated images written in {time.perf_counter() - t0:.0f} s", flush=True)
+            for mode in ("streamed", "in_memory") if in_memory else ("streamed",):
+                r = measure(root, Path(tmp) / f"run_{n}_{mode}", image_size, steps,
+                            mode == "in_memory")
+                r.update(images=n, mode=mode)
+                rows.append(r)
+                print(f"{mode:9s} {n:6d} images ({r['n_train']} train): peak RSS main "
+                      f"{r['main_peak_kb'] / 1024:.0f} MB, largest worker "
+                      f"{r['workers_peak_kb'] / 1024:.0f} MB, {r['wall_s']:.0f} s", flush=True)
+    result = {"rows": rows, "image_size": image_size, "steps": steps, "budget_mb": BUDGET_MB,
+              "data": "generated CelebA-format fixture images (not real CelebA)"}
+    for mode in sorted({r["mode"] for r in rows}):
+        sel = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["images"])
+        growth = (sel[-1]["main_peak_kb"] - sel[0]["main_peak_kb"]) / 1024
+        result[f"growth_mb_{mode}"] = growth
+        result["sizes"] = [sel[0]["images"], sel[-1]["images"]]
+        print(f"{mode}: peak RSS grows by {growth:.0f} MB from {sel[0]['images']} to "
+              f"{sel[-1]['images']} images (budget: < {BUDGET_MB} MB for the streamed path)")
+    return result
+
+
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     p.add_argument("--image-size", type=int, default=32)
@@ -74,28 +107,7 @@ def main() -> None:
     p.add_argument("--in-memory", action="store_true", help="also measure arrays decoded whole")
     p.add_argument("--out", default="results/bench_memory.json")
     args = p.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="ss_memory_") as tmp:
-        for n in args.sizes:
-            t0 = time.perf_counter()
-            root = write_celeba_fixture(Path(tmp) / f"celeba{n}", n_images=n, seed=0)
-            print(f"{n} generated images written in {time.perf_counter() - t0:.0f} s", flush=True)
-            for mode in ("streamed", "in_memory") if args.in_memory else ("streamed",):
-                r = measure(root, Path(tmp) / f"run_{n}_{mode}", args.image_size, args.steps,
-                            mode == "in_memory")
-                r.update(images=n, mode=mode)
-                rows.append(r)
-                print(f"{mode:9s} {n:6d} images ({r['n_train']} train): peak RSS main "
-                      f"{r['main_peak_kb'] / 1024:.0f} MB, largest worker "
-                      f"{r['workers_peak_kb'] / 1024:.0f} MB, {r['wall_s']:.0f} s", flush=True)
-    result = {"rows": rows, "image_size": args.image_size, "steps": args.steps,
-              "data": "generated CelebA-format fixture images (not real CelebA)"}
-    for mode in sorted({r["mode"] for r in rows}):
-        sel = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["images"])
-        growth = (sel[-1]["main_peak_kb"] - sel[0]["main_peak_kb"]) / 1024
-        result[f"growth_mb_{mode}"] = growth
-        print(f"{mode}: peak RSS grows by {growth:.0f} MB from {sel[0]['images']} to "
-              f"{sel[-1]['images']} images (budget: < 150 MB for the streamed path)")
+    result = run(args.sizes, args.image_size, args.steps, args.in_memory)
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

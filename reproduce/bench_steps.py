@@ -6,9 +6,11 @@ their *ratios* are what this measures. Per step it records the wall time (``perf
 the process CPU time, and the time spent in the parts that do not run on every step:
 
 - ``ss_similarity``: a window flush (every ``window_len / window_bins`` steps: a bin is sketched)
-  and the grouping event (every ``regroup_every`` steps: decision, merge, event file, history,
-  checkpoint, manifest). The event is timed as ``SharingScheduler._event`` (decision, merge,
-  event file, manifest) plus the trainer's ``save`` (history and checkpoint) that follows it.
+  and the grouping event (every ``regroup_every`` steps). The event is timed as
+  ``SharingScheduler._event`` (decision, merge, the event queued on the background writer)
+  plus the trainer's ``save`` (a snapshot of the state, queued with the history): what stays on
+  the training thread. The writes themselves run on the writer thread; :func:`period_ratio`
+  times whole event periods, which includes whatever they cost the training thread.
 - ``tag`` / ``cosine_groups``: the affinity recording (every ``affinity_every`` steps: one
   backward pass per task, and for ``tag`` one lookahead forward pass per task).
 
@@ -198,11 +200,9 @@ def _one_step(method: str, tr: Trainer, t: Timings, flushes: list, events: list)
 
 
 #: Parts of an event timed separately: (owner, attribute) -> name.
-_PARTS = {
+_PARTS = {  # on the training thread: the writes themselves run on the background writer
     (scheduler_module, "grouping_event"): "decide",
-    (store, "write_event"): "event_file",
-    (Trainer, "write_history"): "history",
-    (trainer_module, "save_checkpoint"): "checkpoint",
+    (trainer_module, "snapshot"): "snapshot",
 }
 _CURRENT: dict[str, float] = {}
 
@@ -276,6 +276,7 @@ def interleaved(make_trainers, *, steps: int, warm: int, regroup_every: int, n_e
                              events)
             if "ss_similarity" in trainers and trainers["ss_similarity"].dist.is_main:
                 ss = trainers["ss_similarity"]  # (data-parallel ranks but 0 write nothing)
+                ss.flush()  # the background writer's queue, before the files are measured
                 files = {
                     "event_bytes": float(
                         np.mean([p.stat().st_size for p in store.list_events(ss.paths.run_dir)])
@@ -335,11 +336,58 @@ def _summary(n_tasks: int, size: str | None, times: dict[str, Timings]) -> dict[
             out[m]["flush_s"] = float(np.median([f[0] for f in t.flushes])) if t.flushes else 0.0
             split = {k: float(np.median([p[k] for p in t.parts])) for k in t.parts[0]}
             out[m]["event_split"] = split
-            # the same step if the event file, history and checkpoint were written by a
-            # background thread: only the decision, merge and the rest stay on the step
-            writes = split["event_file"] + split["history"] + split["checkpoint"]
-            out[m]["ratio_async_writes"] = (t.amortized() - writes / t.period) / base
     return out
+
+
+def _train_step(tr: Trainer) -> None:
+    """One step as ``Trainer.fit`` takes it: the step, and after an event the save it queues."""
+    before = tr.sharing.n_events
+    tr._step()
+    if tr.sharing.n_events != before:
+        tr.save()
+
+
+def period_ratio(
+    n_tasks: int, size: str | None, *, periods: int = 3, regroup_every: int = 100,
+    data: object = None, overrides: dict | None = None,
+) -> dict[str, float]:
+    """``ss_similarity`` against ``mtl`` over ``periods`` whole event periods, everything
+    included: every step, ``periods`` events (decision, merge bookkeeping, the event file,
+    history part and checkpoint they queue on the background writer, and the renames that
+    commit them), every sketch flush, and the wait for the last writes at the end.
+
+    The two trainers take one step each in turn (the load of a shared machine hits both alike);
+    the figure is the ratio of their total wall times, and of the process CPU time spent while
+    each stepped (which includes the writer thread's work during that step: a stricter
+    figure, since the writer runs on another core). No median or amortization model: what a
+    run of this length costs.
+
+    Returns ``{ratio, ratio_cpu, ss_s, mtl_s, steps, events}``.
+    """
+    with tempfile.TemporaryDirectory(prefix="ss_bench_") as tmp:
+        trainers = _trainers(n_tasks, size, Path(tmp), regroup_every, regroup_every,
+                             ("mtl", "ss_similarity"), data, overrides)
+        for tr in trainers.values():  # warm-up steps, untimed: allocator and caches
+            for _ in range(2):
+                tr._step()
+        wall = dict.fromkeys(trainers, 0.0)
+        cpu = dict.fromkeys(trainers, 0.0)
+        ss = trainers["ss_similarity"]
+        for _ in range(periods * regroup_every):  # events at steps 100, 200, ... (warmup 100)
+            for m, tr in trainers.items():
+                w, c = _timed(lambda tr=tr: _train_step(tr))
+                wall[m] += w
+                cpu[m] += c
+        w, c = _timed(ss.flush)  # writes still queued at the end count too
+        wall["ss_similarity"] += w
+        cpu["ss_similarity"] += c
+        events = ss.sharing.n_events
+        for tr in trainers.values():
+            tr.sharing.close()
+    return {"ratio": wall["ss_similarity"] / wall["mtl"],
+            "ratio_cpu": cpu["ss_similarity"] / cpu["mtl"],
+            "ss_s": wall["ss_similarity"], "mtl_s": wall["mtl"],
+            "steps": periods * regroup_every, "events": events}
 
 
 def stack_paths(n_tasks: int, size: str, *, steps: int = 30, warm: int = 3) -> dict[str, float]:

@@ -15,13 +15,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from selective_sharing.analysis.table import collect_runs, summarize_runs, write_table
 from selective_sharing.core.cli import add_set_option
 from selective_sharing.core.config import METHODS, PROFILES, ConfigError
+from selective_sharing.core import store
 from selective_sharing.core.grid import (
     EXECUTORS,
     GridError,
+    Job,
     plan_grid,
     run_grid,
     summarize_outcomes,
@@ -32,6 +35,40 @@ DATASETS = ("synthetic", "school", "computer", "mnist_context", "shapes_context"
 SEEDS = {"quick": 3, "full": 5}
 AFFINITY_METHODS = ("cosine_groups", "tag")
 STL_IMAGE_STEP_DIVISOR = 3  # quick: stl trains image datasets for 1/3 of the steps
+
+
+#: Seconds one quick-profile run took on this project's 2-core machine (training time recorded in
+#: the runs' stores, 2026-12-02), used only to start the longest runs first
+#: (:func:`~selective_sharing.core.grid.longest_first`): a scheduling hint, never a result.
+QUICK_SECONDS = {
+    "synthetic": {"*": 2.5},
+    "school": {"*": 3.5, "cosine_groups": 19.0, "tag": 24.0},
+    "computer": {"*": 3.0, "cosine_groups": 20.0, "tag": 29.0},
+    "mnist_context": {"*": 13.0, "stl": 48.0, "cosine_groups": 19.0, "tag": 19.0},
+    "shapes_context": {"*": 18.0, "stl": 106.0, "cosine_groups": 26.0, "tag": 27.0},
+}
+#: Seconds a run costs beyond its training (worker start, data, evaluation, activations).
+RUN_OVERHEAD_S = 3.0
+
+
+def job_cost(job: Job) -> float:
+    """Estimated seconds of a job, for longest-first scheduling: the run's own recorded training
+    time when an earlier run of the same dataset, method and profile exists in the runs folder
+    (any seed), else :data:`QUICK_SECONDS` (scaled by 2.5 for the full profile, whose runs are
+    longer), else the overhead alone."""
+    folder = Path(job.run_dir).parent
+    for run in sorted(folder.glob("seed*")):
+        metrics = run / "metrics.nc"
+        if metrics.exists():
+            try:
+                manifest = store.read_manifest(run)
+                if manifest.get("config", {}).get("profile", job.profile) == job.profile:
+                    return RUN_OVERHEAD_S + float(store.read_metrics(run)["wall_time_s"])
+            except Exception:  # noqa: BLE001 - a hint only: an unreadable run is no estimate
+                pass
+    hints = QUICK_SECONDS.get(job.dataset, {})
+    seconds = hints.get(job.method, hints.get("*", 0.0))
+    return RUN_OVERHEAD_S + seconds * (1.0 if job.profile == "quick" else 2.5)
 
 
 def method_overrides(
@@ -148,6 +185,34 @@ def _cpu_seconds() -> float:
     return total
 
 
+def _write_timing(args: argparse.Namespace, outcomes: list, wall: float, cpu: float) -> Path:
+    """``table2_run.json`` in the runs folder: how long this call took, how many runs it trained
+    or skipped, and on what (read by ``reproduce/bench.py`` for the quick-Table-2 budget row,
+    which counts only a call that trained every run). Written only by a call that trained
+    something: a rerun over complete runs leaves the folder untouched."""
+    import datetime
+    import json
+    import os
+
+    import torch
+    from selective_sharing.core.rundir import versions_and_revision
+
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    record = {
+        "profile": args.profile, "datasets": list(args.datasets), "seeds": args.seeds,
+        "workers": args.workers, "executor": args.executor, "wall_s": wall, "cpu_s": cpu,
+        "runs": counts, "cpus": os.cpu_count(), "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **versions_and_revision(),
+    }
+    path = Path(args.runs) / "table2_run.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.seeds = SEEDS[args.profile] if args.seeds is None else args.seeds
@@ -165,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             lambda d, m: {**method_overrides(args.profile, d, m, extra), **extra},
         )
         outcomes = run_grid(
-            jobs, args.executor, args.workers, args.scheduler, progress=not args.no_progress
+            jobs, args.executor, args.workers, args.scheduler, progress=not args.no_progress,
+            cost=job_cost,
         )
     except (ConfigError, GridError) as err:
         sys.exit(f"error: {err}")
@@ -173,10 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     methods.sort(key=METHODS.index)
     runs = collect_runs(args.runs, args.datasets, methods, range(args.seeds))
     paths = write_table(summarize_runs(runs), args.out, footnotes(args, methods, extra))
+    wall, cpu = time.perf_counter() - start, _cpu_seconds()
+    if any(o.status == "trained" for o in outcomes):  # a rerun that trains nothing keeps it
+        paths.append(_write_timing(args, outcomes, wall, cpu))
     print(summarize_outcomes(outcomes))
     print(f"wrote {', '.join(map(str, paths))}")
     print(
-        f"wall time {time.perf_counter() - start:.1f} s; CPU time {_cpu_seconds():.1f} s "
+        f"wall time {wall:.1f} s; CPU time {cpu:.1f} s "
         "(this process and its finished local workers)"
     )
     return 1 if any(o.status == "failed" for o in outcomes) else 0

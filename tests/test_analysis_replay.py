@@ -188,6 +188,37 @@ def test_reading_events_without_bins_decodes_the_same_decisions(syn_similarity):
         store.decode_event(store.read_event(path, bins=False))  # bins asked for, not read
 
 
+def test_read_events_decodes_each_file_as_read_event_does(syn_similarity):
+    """A run directory's events are read without a Dataset per file (only what decoding uses):
+    the records equal, bit for bit, those decoded from ``store.read_event``."""
+    from selective_sharing.analysis.events import read_events
+
+    paths = store.list_events(syn_similarity)
+    for bins in (True, False):
+        _, decoded = read_events(syn_similarity, bins=bins)
+        assert len(decoded) == len(paths) > 0
+        for (result, meta), path in zip(decoded, paths):
+            want = store.decode_event(store.read_event(path, bins=bins), bins=bins)
+            got = store.Event(**{n: getattr(result, n) for n in store.DECISION_FIELDS},
+                              **dict(meta, task_names=tuple(meta["task_names"])))
+            assert got == want, path
+
+
+def test_replay_detects_a_damaged_value_it_reads(run_copy):
+    path = store.list_events(run_copy)[1]
+    raw = np.float64(store.read_event(path)["threshold"].values).astype("<f8").tobytes()
+    data = bytearray(path.read_bytes())
+    at = data.find(raw)
+    assert at > 0 and data.find(raw, at + 1) == -1  # the scalar is stored once, raw
+    data[at + 7] ^= 0x01
+    tmp = path.with_name(".damaged.nc")
+    tmp.write_bytes(bytes(data))
+    tmp.replace(path)  # a new file under the name, as the fault suite damages files
+    with pytest.raises(store.StoreError,
+                       match=f"{path}: content checksum mismatch in variable 'threshold'"):
+        replay(run_copy)
+
+
 # ----------------------------------------------------------------------------- ignored overrides
 
 # A value per GroupingConfig field that would change the partitions if the field were used.

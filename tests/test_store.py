@@ -21,6 +21,7 @@ from selective_sharing.core import store
 from selective_sharing.core.grouping import EventResult
 from selective_sharing.core.store import SCHEMA_VERSION, StoreError
 from selective_sharing.core.store import io as store_io
+from selective_sharing.core.store.event_codec import decode_event_arrays, decoded_variables
 from selective_sharing.core.store import schema as store_schema
 
 ARRAY_FIELDS = (
@@ -128,6 +129,7 @@ def make_event(
         "n_params_after": 4000,
         "merge_mode": "average",
         "grouping_config": config,
+        "decision_rule": 2,
     }
     return result, meta
 
@@ -923,3 +925,88 @@ def test_the_manifest_event_list_is_derived_from_the_directory(tmp_path):
     with pytest.raises(StoreError, match="listed in manifest.json but missing") as err:
         store.read_manifest(tmp_path)
     assert err.value.path == tmp_path / "events" / "event_000001.nc"
+
+
+# ----------------------------------------------------------------------------- a few variables
+
+
+def test_read_store_arrays_equals_open_store_dataset_on_every_kind(tmp_path):
+    """The replay path's reader returns what the dataset reader returns: the same attributes
+    (checksums removed) and, variable by variable, the same dtype and bits."""
+    encode_all(tmp_path, np.random.default_rng(31))
+    paths = store.RunPaths(tmp_path)
+    files = {"event": store.list_events(tmp_path)[0], "history": paths.history,
+             "metrics": paths.metrics, "activations": tmp_path / "activations" / "final.nc"}
+    for kind, path in files.items():
+        ds = store.open_store_dataset(path, kind)
+        attrs, arrays = store_io.read_store_arrays(path, kind, list(ds.variables))
+        assert attrs == ds.attrs and store.CHECKSUM_ATTR not in attrs, kind
+        assert arrays.keys() == set(ds.variables), kind
+        for name, var in ds.variables.items():
+            assert bit_equal(arrays[name], var.values), (kind, name)
+
+
+def test_read_store_arrays_reads_and_verifies_only_the_names_given(tmp_path):
+    import netCDF4
+
+    result, meta = make_event(np.random.default_rng(32))
+    path = store.write_event(tmp_path, encode(result, meta))
+    with netCDF4.Dataset(path, "a") as nc:
+        nc["row"][0] = 99  # damage a coordinate that decoding never reads
+    names = decoded_variables(bins=False)
+    attrs, arrays = store_io.read_store_arrays(path, "event", [*names, "not_in_the_file"])
+    assert set(arrays) == set(names) and attrs["store_kind"] == "event"
+    assert bit_equal(arrays["summed"], result.summed)
+    with pytest.raises(StoreError, match=f"{path}: content checksum mismatch in variable 'row'"):
+        store_io.read_store_arrays(path, "event", ["summed", "row"])
+
+
+def test_read_store_arrays_fails_as_open_store_dataset_does(tmp_path):
+    """Same checks, same messages: missing, not NetCDF, truncated, another kind or version,
+    a damaged checksum attribute."""
+    rng = np.random.default_rng(33)
+    encode_all(tmp_path, rng)
+    event = store.list_events(tmp_path)[0]
+    data = event.read_bytes()
+    (tmp_path / "text.nc").write_text("step,loss\n")
+    (tmp_path / "empty.nc").write_bytes(b"")
+    (tmp_path / "half.nc").write_bytes(data[: len(data) // 2])
+    future = metrics_dataset(rng, ["a"]).assign_attrs(schema_version=SCHEMA_VERSION + 1)
+    future.to_netcdf(tmp_path / "future.nc", engine="netcdf4")
+    damaged = store.open_store_dataset(event).assign_attrs({store.CHECKSUM_ATTR: "{not json"})
+    damaged.to_netcdf(tmp_path / "damaged.nc", engine="netcdf4")
+    cases = [("missing.nc", "event"), ("text.nc", "event"), ("empty.nc", "event"),
+             ("half.nc", "event"), ("future.nc", "metrics"), ("history.nc", "event"),
+             ("damaged.nc", "event")]
+    for name, kind in cases:
+        path = tmp_path / name
+        with pytest.raises(StoreError) as expected:
+            store.open_store_dataset(path, kind)
+        with pytest.raises(StoreError) as err:
+            store_io.read_store_arrays(path, kind, ["summed", "task"])
+        assert str(err.value) == str(expected.value) and err.value.path == path, name
+
+
+def test_decode_event_arrays_equals_decode_event(tmp_path):
+    result, meta = make_event(np.random.default_rng(34))
+    path = store.write_event(tmp_path, encode(result, meta))
+    for bins in (True, False):
+        names = decoded_variables(bins=bins)
+        attrs, arrays = store_io.read_store_arrays(path, "event", names)
+        lean = decode_event_arrays(attrs, arrays, source=str(path), bins=bins)
+        full = store.decode_event(store.read_event(path), bins=bins)
+        assert lean == full and (lean.bins is None) == (not bins)
+    attrs, arrays = store_io.read_store_arrays(path, "event", ["summed", "task", "distance"])
+    with pytest.raises(StoreError, match=rf"{path}: not a complete event dataset .*'threshold'"):
+        decode_event_arrays(attrs, arrays, source=str(path), bins=False)
+
+
+def test_an_event_file_without_a_decision_rule_was_decided_by_rule_1(tmp_path) -> None:
+    """Files written before the decision rule was versioned lack the attribute: replay must
+    recompute them with rule 1, the rule that decided them."""
+    result, meta = make_event(np.random.default_rng(3))
+    ds = encode(result, meta)
+    assert ds.attrs["decision_rule"] == 2
+    older = ds.copy()
+    del older.attrs["decision_rule"]
+    assert store.decode_event(older).decision_rule == 1

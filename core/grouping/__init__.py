@@ -6,19 +6,26 @@ it from the stored inputs. Distances and strategies live in explicit name -> fun
 (:data:`DISTANCES`, :data:`STRATEGIES`); add your own with :func:`register_distance` /
 :func:`register_strategy`. A distance takes one :class:`Window`, a strategy one
 :class:`StrategyInput` and returns a :class:`Proposal`; the event applies guards and hysteresis.
+:data:`DECISION_RULE_VERSION` numbers the rule (:mod:`.version`): a stored event is replayed with
+``grouping_event(..., rule=<its rule>)``. ``grouping_event(..., record=False)`` decides without
+the record-only pooled k-means and :func:`complete_record` adds it afterwards.
 """
 
 from .config import ConfigError, GroupingConfig
-from .event import grouping_event
+from .event import complete_record, grouping_event
 from .partition import canonical, compose
 from .protocols import Proposal, StrategyInput, Window
 from .registry import DISTANCES, STRATEGIES, register_distance, register_strategy
 from .result import EventResult
 from .sketch import countsketch_params, dense_projection
+from .version import DECISION_RULE_VERSION, DECISION_RULES, UNVERSIONED_RULE
 
 __all__ = [
+    "DECISION_RULES",
+    "DECISION_RULE_VERSION",
     "DISTANCES",
     "STRATEGIES",
+    "UNVERSIONED_RULE",
     "ConfigError",
     "EventResult",
     "GroupingConfig",
@@ -26,6 +33,7 @@ __all__ = [
     "StrategyInput",
     "Window",
     "canonical",
+    "complete_record",
     "compose",
     "countsketch_params",
     "dense_projection",

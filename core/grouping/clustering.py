@@ -21,7 +21,9 @@ stores written before that change no longer replay their k-means labels exactly.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from threadpoolctl import ThreadpoolController  # a scikit-learn dependency
@@ -56,18 +58,41 @@ def _lex_order(points: np.ndarray) -> np.ndarray:
 KMEANS_N_INIT = 1
 
 _CONTROLLER: list[ThreadpoolController] = []
+#: Threads inside :func:`single_threaded` (any thread), and the limiter the first one applied.
+_INSIDE = {"depth": 0, "limiter": None}
+_INSIDE_LOCK = threading.Lock()
 
 
-def single_threaded() -> AbstractContextManager:
-    """Context that runs OpenMP and BLAS on one thread (nesting is fine).
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Context that runs OpenMP and BLAS on one thread (nesting is fine, also across threads).
 
     The fits are tiny: extra threads only add start-up and spin-wait time (10x slower on a busy
     2-core machine; oversubscription beside torch during training), and one thread makes the
     result independent of the machine's core count, which replay relies on.
+
+    BLAS thread counts are process-wide, and a decision on the training thread may overlap a
+    ``complete_record`` on a store-writer thread: the limit is applied when the first thread
+    enters and restored when the last one leaves (with each thread restoring what it saw on
+    entry, as nested ``threadpoolctl`` limits do, an early leaver would lift the limit under
+    the other, whose k-means could then run on more threads). Measured with OpenBLAS 0.3.30
+    and 0.3.31: a thread-count increase asked from a thread other than the main one is
+    ignored, so when the last to leave is such a thread, OpenBLAS stays on one thread.
     """
-    if not _CONTROLLER:  # scanning the loaded libraries costs milliseconds: do it once
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1)
+    with _INSIDE_LOCK:
+        if not _CONTROLLER:  # scanning the loaded libraries costs milliseconds: do it once
+            _CONTROLLER.append(ThreadpoolController())
+        if _INSIDE["depth"] == 0:
+            _INSIDE["limiter"] = _CONTROLLER[0].limit(limits=1)
+        _INSIDE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _INSIDE_LOCK:
+            _INSIDE["depth"] -= 1
+            if _INSIDE["depth"] == 0:
+                _INSIDE["limiter"].restore_original_limits()
+                _INSIDE["limiter"] = None
 
 
 def _kmeans_plusplus(

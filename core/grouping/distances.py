@@ -42,7 +42,26 @@ def cosine(window: Window) -> np.ndarray:
 
     Reads ``summed`` and ``degenerate``. Tasks that want the same change of the estimator (same
     direction, any scale) are close.
+
+    ``cos = <S_a, S_b> / (|S_a| |S_b|)`` from one Gram matrix of the window (a symmetric
+    rank-k update, half a matrix product): decision rule 2 (issue 16). Rule 1
+    (:func:`cosine_rule1`) divided a copy of the window by its norms first, which at E=139
+    (a 9 MB window) cost 13 ms instead of 7; the two agree to about 1e-15.
     """
+    x = np.asarray(window.summed, dtype=np.float64).reshape(window.n_entities, -1)
+    gram = x @ x.T  # numpy calls dsyrk for x @ x.T
+    norms = np.sqrt(np.diagonal(gram))
+    deg = np.asarray(window.degenerate, dtype=bool) | ~(norms > 0)
+    inv = 1.0 / np.where(deg, 1.0, norms)
+    gram *= inv[:, None]
+    gram *= inv[None, :]
+    np.subtract(1.0, gram, out=gram)
+    return finalize_distances(gram, deg, 2.0)
+
+
+def cosine_rule1(window: Window) -> np.ndarray:
+    """:func:`cosine` as decision rule 1 computed it (unit-norm copy, then its Gram matrix);
+    ``grouping_event(..., rule=1)`` uses it in place of ``cosine``."""
     x = np.asarray(window.summed, dtype=np.float64).reshape(window.n_entities, -1)
     norms = np.linalg.norm(x, axis=1)
     deg = np.asarray(window.degenerate, dtype=bool) | ~(norms > 0)
@@ -68,3 +87,7 @@ def subspace(window: Window) -> np.ndarray:
     r_eff = np.minimum.outer(nnz, nnz)
     deg = np.asarray(window.degenerate, dtype=bool) | (nnz == 0)
     return finalize_distances(1.0 - captured / np.maximum(r_eff, 1), deg, 1.0)
+
+
+#: Built-in distances whose rule-1 computation differs: function -> its rule-1 version.
+RULE1_DISTANCES = {cosine: cosine_rule1}

@@ -8,17 +8,24 @@ from the store.
 
 This module alone applies the guards and hysteresis, to whatever a strategy proposes (built-in or
 user-registered), and computes each input a strategy may read once (:class:`.StrategyInput`).
+
+The pooled k-means (the ``kmeans_*`` and ``membership`` fields) is part of the decision only for
+strategies that read ``membership``; ``grouping_event(..., record=False)`` leaves it out for the
+others (a training step needs only the partition) and :func:`complete_record` adds it later,
+exactly as ``record=True`` computes it. Older stored events are replayed with the decision rule
+they were decided by (:mod:`.version`).
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import fields, replace
 
 import numpy as np
 
 from .clustering import pooled_kmeans, single_threaded
 from .config import GroupingConfig
-from .distances import finalize_distances
+from .distances import RULE1_DISTANCES, finalize_distances
 from .factorize import clean_summed, factorize_clean
 from .guards import apply_guards
 from .hysteresis import apply_patience, update_streak
@@ -27,6 +34,12 @@ from .protocols import Proposal, StrategyInput, Window
 from .registry import DISTANCES, STRATEGIES
 from .result import EventResult
 from .silhouette import average_linkage, best_cut
+from .version import DECISION_RULE_VERSION, check_rule
+
+#: Private attribute of an EventResult decided with ``record=False``: ``(kmeans_max_k, seed)``,
+#: what :func:`complete_record` needs besides the result's factors (not a dataclass field, so
+#: the store and ``dataclasses.fields`` do not see it).
+_PENDING = "_pending_kmeans"
 
 
 def _check_inputs(
@@ -58,9 +71,12 @@ def _check_inputs(
     return a.astype(np.int64), s.astype(np.int64)
 
 
-def _distance(name: str, window: Window) -> np.ndarray:
+def _distance(name: str, window: Window, rule: int) -> np.ndarray:
     """Run a registered distance, check its protocol, force degenerate rows to 1.0."""
-    d = np.asarray(DISTANCES[name](window), dtype=np.float64)
+    fn = DISTANCES[name]
+    if rule == 1:
+        fn = RULE1_DISTANCES.get(fn, fn)
+    d = np.asarray(fn(window), dtype=np.float64)
     n = window.n_entities
     problem = None
     if d.shape != (n, n):
@@ -77,12 +93,34 @@ def _distance(name: str, window: Window) -> np.ndarray:
     return finalize_distances(d, window.degenerate, 2.0)
 
 
-def _strategy_input(window: Window, membership: np.ndarray) -> StrategyInput:
+class _PooledKMeans:
+    """The event's pooled k-means, computed on the first call and kept."""
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.result: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def __call__(self) -> tuple[int, np.ndarray, np.ndarray]:
+        if self.result is None:
+            w, config = self.window, self.window.config
+            self.result = pooled_kmeans(
+                w.factors, w.singular_values, max_k=config.kmeans_max_k, seed=config.seed
+            )
+        return self.result
+
+    def membership(self) -> np.ndarray:
+        return self()[2]
+
+
+def _strategy_input(
+    window: Window, membership: np.ndarray | Callable[[], np.ndarray], rule: int
+) -> StrategyInput:
     """Every candidate distance with its tree and silhouette-best cut, and the chosen one: the
-    distance whose best cut scores higher (strictly: ties keep the earlier candidate)."""
+    distance whose best cut scores higher (strictly: ties keep the earlier candidate).
+    ``membership``: the array, or a callable computing it when first read."""
     config = window.config
     names = config.auto_candidates if config.distance == "auto" else (config.distance,)
-    distances = {name: _distance(name, window) for name in names}
+    distances = {name: _distance(name, window, rule) for name in names}
     trees = {name: average_linkage(d) for name, d in distances.items()}
     cuts = {
         name: best_cut(
@@ -117,32 +155,41 @@ def _propose(given: StrategyInput) -> Proposal:
     return Proposal(canonical(labels), condition, float(threshold))
 
 
-def _decide(stored, a, streak_before, config: GroupingConfig) -> EventResult:
+def _decide(
+    stored, a, streak_before, config: GroupingConfig, record: bool, rule: int
+) -> EventResult:
     sizes = np.bincount(a, minlength=stored.shape[0]).astype(np.int64)
     clean, degenerate, norms = clean_summed(stored)  # the one float64 copy of the window
-    sv, factors = factorize_clean(clean, degenerate, norms, config.rank)
+    sv, factors = factorize_clean(clean, degenerate, norms, config.rank, legacy=rule == 1)
     window = Window(clean, factors, sv, degenerate, sizes, config)
-    k, k_labels, membership = pooled_kmeans(
-        factors, sv, max_k=config.kmeans_max_k, seed=config.seed
-    )
-    given = _strategy_input(window, membership)
+    kmeans = _PooledKMeans(window)
+    if record:  # in the order the decision always ran it (the result does not depend on it)
+        kmeans()
+    given = _strategy_input(window, kmeans.membership, rule)
     labels, condition, threshold = _propose(given)
     proposed = apply_guards(
         labels, given.distance, max_group_size=config.max_group_size,
         min_groups=config.min_groups, degenerate=degenerate, sizes=sizes,
     )  # fmt: skip
     streak_after = update_streak(streak_before, a, proposed)
-    entity_labels = apply_patience(a, proposed, streak_after, config.patience)
+    if config.patience == 1:  # update_streak gave every proposed pair >= 1: all are ready
+        entity_labels = canonical(proposed)  # = apply_patience's answer, without its pair graph
+    else:
+        entity_labels = apply_patience(a, proposed, streak_after, config.patience)
     assignment_after = canonical(compose(a, entity_labels))
     first_task = np.unique(a, return_index=True)[1]  # lowest task of each entity
     silhouettes = {name: cut.silhouette for name, cut in given.cuts.items()}
-    return EventResult(
+    k, k_labels, membership = kmeans.result or (None, None, None)
+    result = EventResult(
         summed=stored, assignment_before=a, streak_before=streak_before, singular_values=sv,
         factors=factors, degenerate=degenerate, distances=given.distances, silhouettes=silhouettes,
         chosen_distance=given.chosen, kmeans_k=k, kmeans_labels=k_labels, membership=membership,
         proposed=proposed, condition=condition, threshold=threshold, streak_after=streak_after,
         assignment_after=assignment_after, parent=assignment_after[first_task],
     )  # fmt: skip
+    if k is None:
+        object.__setattr__(result, _PENDING, (config.kmeans_max_k, config.seed))
+    return result
 
 
 def grouping_event(
@@ -150,6 +197,9 @@ def grouping_event(
     assignment: np.ndarray,
     streak: np.ndarray | None,
     config: GroupingConfig,
+    *,
+    record: bool = True,
+    rule: int = DECISION_RULE_VERSION,
 ) -> EventResult:
     """Decide which entities merge, from their summed gradients over the last window.
 
@@ -163,6 +213,17 @@ def grouping_event(
     streak : (T, T) int or None
         Hysteresis state from the previous event (None: zeros).
     config : GroupingConfig
+    record : bool
+        True (default): the complete record, pooled k-means included. False: what the decision
+        needs only; the k-means fields (``kmeans_k``, ``kmeans_labels``, ``membership``) are
+        None unless the strategy read ``membership`` (``kmeans`` does, ``similarity`` and
+        ``variance`` do not). :func:`complete_record` fills them in later, bit-identical to
+        ``record=True``; every other field is the same either way. The k-means is 5, 9, 26 and
+        177 ms of CPU at E = 10, 40, 139, 500 (``reproduce/bench_decision.py``, a loaded 2-core
+        machine), about a quarter of a complete record.
+    rule : int
+        The decision rule to apply (:mod:`.version`): the current one by default; a replay
+        passes the rule the stored event was decided by (1 for events stored without one).
 
     Returns
     -------
@@ -178,10 +239,58 @@ def grouping_event(
     Runs BLAS and OpenMP on one thread: the matrices are small, so extra threads cost more
     than they give (far more on a busy machine), and the result then does not depend on the
     machine's core count.
+
+    Cost (issue 16, CPU on the shared 2-core machine, planted windows of
+    ``reproduce/bench_decision.py``): ``record=False`` takes about 10, 31, 100 and 530 ms at
+    E = 10, 40, 139, 500 where the complete record took 19, 46, 136 and 810 ms before issue 16.
+    Half of it at E >= 40 is the E LAPACK eigen-solves of :mod:`.factorize` (55 of 104 ms at
+    E=139), whose cost is the level-2 tridiagonal reduction; the rest is the two float64 Gram
+    products (entity and cosine), the subspace distance and the two silhouette-best cuts.
     """
     if not isinstance(config, GroupingConfig):
         raise TypeError(f"config must be a GroupingConfig, got {type(config).__name__}")
+    rule = check_rule(rule)
     stored = np.array(summed, copy=True)  # the caller may reuse its window buffer
     a, streak_before = _check_inputs(stored, assignment, streak)
     with single_threaded():
-        return _decide(stored, a, streak_before, config)
+        return _decide(stored, a, streak_before, config, bool(record), rule)
+
+
+def complete_record(result: EventResult, config: GroupingConfig | None = None) -> EventResult:
+    """The record of an event decided with ``record=False``, completed: its pooled k-means
+    fields computed exactly as ``grouping_event(..., record=True)`` computes them.
+
+    Pure; reads only ``factors`` and ``singular_values`` of ``result`` (the same for every
+    ``record``), so it may run later and on another thread than the decision (it runs BLAS on
+    one thread, as the decision does, for the same bits on any machine).
+
+    Parameters
+    ----------
+    result : EventResult
+        From :func:`grouping_event`; returned as it is when its k-means fields are already set.
+    config : GroupingConfig, optional
+        The event's config. Only needed for a result that did not come from
+        :func:`grouping_event` in this process (it remembers ``kmeans_max_k`` and ``seed``).
+
+    Returns
+    -------
+    EventResult
+        A new result with ``kmeans_k``, ``kmeans_labels`` and ``membership`` set; every other
+        field is the same object.
+    """
+    if result.kmeans_k is not None:
+        return result
+    if config is not None:
+        max_k, seed = config.kmeans_max_k, config.seed
+    elif hasattr(result, _PENDING):
+        max_k, seed = getattr(result, _PENDING)
+    else:
+        raise ValueError(
+            "complete_record needs the event's GroupingConfig for a result without k-means "
+            "fields that grouping_event(..., record=False) did not return: pass config="
+        )
+    with single_threaded():
+        k, labels, membership = pooled_kmeans(
+            result.factors, result.singular_values, max_k=max_k, seed=seed
+        )
+    return replace(result, kmeans_k=k, kmeans_labels=labels, membership=membership)

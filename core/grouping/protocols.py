@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -60,6 +60,30 @@ class Window:
         return int(self.degenerate.shape[0])
 
 
+class _ReadOnDemand:
+    """A field computed the first time it is read: set it to the value, or to a zero-argument
+    callable that returns it (called once, on the first read; the value then replaces it).
+
+    ``grouping_event`` hands :attr:`StrategyInput.membership` over this way, so the pooled
+    k-means it comes from (20 ms of an event at E=139) runs only when the strategy reads it.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}_value"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:  # class access: the dataclass default
+            return None
+        value = obj.__dict__[self.slot]
+        if callable(value):
+            value = value()
+            obj.__dict__[self.slot] = value
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass(frozen=True, eq=False)
 class StrategyInput(Window):
     """Everything a strategy may read: the :class:`Window` plus every distance computed for it.
@@ -77,14 +101,16 @@ class StrategyInput(Window):
         The distance the decision uses (the named one, or the auto winner).
     membership : (E, K) float64
         Pooled k-means: each entity's share of factor energy per cluster (rows sum to 1, or 0
-        for entities without factors).
+        for entities without factors). Computed when first read: pass the array, or a
+        zero-argument callable returning it (``grouping_event`` passes one, so strategies that
+        never read it, ``similarity`` and ``variance``, do not pay for the k-means).
     """
 
     distances: dict[str, np.ndarray]
     trees: dict[str, np.ndarray]
     cuts: dict[str, Cut]
     chosen: str
-    membership: np.ndarray
+    membership: np.ndarray = _ReadOnDemand()  # type: ignore[assignment]
 
     @property
     def distance(self) -> np.ndarray:

@@ -42,12 +42,14 @@ class EventResult:
         (-1.0 where no cut with 2 <= k <= E-1 exists).
     chosen_distance : str
         The distance the strategy used.
-    kmeans_k : int
+    kmeans_k : int or None
         K of the pooled k-means over factors (chosen by silhouette; 1 when fewer than 3 factors).
-    kmeans_labels : (E, r) int64
+    kmeans_labels : (E, r) int64 or None
         Cluster of each factor (-1 for factors with zero singular value).
-    membership : (E, K) float64
+    membership : (E, K) float64 or None
         Each entity's share of factor weight (sigma^2) per cluster; rows sum to 1 (0 if degenerate).
+        The three k-means fields are None in a result of ``grouping_event(..., record=False)``
+        whose strategy did not read ``membership``, until ``complete_record`` fills them in.
     proposed : (E,) int64
         The strategy's labels (after guards, before hysteresis), canonical.
     condition : (E, E) float64
@@ -72,9 +74,9 @@ class EventResult:
     distances: dict[str, np.ndarray]
     silhouettes: dict[str, float]
     chosen_distance: str
-    kmeans_k: int
-    kmeans_labels: np.ndarray
-    membership: np.ndarray
+    kmeans_k: int | None
+    kmeans_labels: np.ndarray | None
+    membership: np.ndarray | None
     proposed: np.ndarray
     condition: np.ndarray
     threshold: float

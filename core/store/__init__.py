@@ -14,7 +14,8 @@ Layers, bottom up:
   kind and its exact encode/decode to an ``xarray.Dataset``;
 - :mod:`.io`: atomic writes and checked reads (eager or dask-lazy) of one file;
 - :mod:`.kinds`: the table of file kinds, with the generic :func:`write` / :func:`decode`;
-- :mod:`.paths` and :mod:`.manifest`: the run directory's layout and its ``manifest.json``.
+- :mod:`.paths` and :mod:`.manifest`: the run directory's layout and its ``manifest.json``;
+- :mod:`.writer`: writes off the training step, in order, on one background thread.
 """
 
 from .checksums import CHECKSUM_ATTR
@@ -38,12 +39,17 @@ from .kinds import (
     encode_event,
     encode_history,
     encode_metrics,
+    has_history,
+    join_history,
     kind_of,
     read_activations,
     read_affinity,
     read_event,
     read_history,
     read_metrics,
+    remove_history_parts,
+    shelve_history,
+    trim_history,
     write,
     write_activations,
     write_affinity,
@@ -52,7 +58,14 @@ from .kinds import (
     write_metrics,
 )
 from .manifest import read_manifest, update_manifest, write_manifest
-from .paths import RunPaths, event_index, list_activations, list_events, remove_stale_temp_files
+from .paths import (
+    RunPaths,
+    event_index,
+    list_activations,
+    list_events,
+    list_history_parts,
+    remove_stale_temp_files,
+)
 from .records import CONTEXT_FIELDS, DECISION_FIELDS, Activations, Affinity, Event, History, Metrics
 from .schema import (
     ACTIVATION_VARS,
@@ -64,6 +77,7 @@ from .schema import (
     STATUSES,
     VarSpec,
 )
+from .writer import BackgroundWriter, replace
 
 __all__ = [
     "ACTIVATION_VARS",
@@ -79,6 +93,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "Activations",
+    "BackgroundWriter",
     "Affinity",
     "Event",
     "FileKind",
@@ -100,10 +115,13 @@ __all__ = [
     "encode_history",
     "encode_metrics",
     "event_index",
+    "has_history",
+    "join_history",
     "json_default",
     "kind_of",
     "list_activations",
     "list_events",
+    "list_history_parts",
     "netcdf_encoding",
     "open_store_dataset",
     "read_activations",
@@ -112,7 +130,11 @@ __all__ = [
     "read_history",
     "read_manifest",
     "read_metrics",
+    "remove_history_parts",
     "remove_stale_temp_files",
+    "replace",
+    "shelve_history",
+    "trim_history",
     "update_manifest",
     "write",
     "write_activations",

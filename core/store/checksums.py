@@ -21,20 +21,21 @@ from .errors import StoreError
 CHECKSUM_ATTR = "content_sha256"
 
 
-def _canonical(values: object) -> tuple[str, bytes]:
+def _canonical(values: object) -> tuple[str, bytes | memoryview]:
     """A dtype tag and bytes of ``values`` that survive the NetCDF round trip unchanged
-    (strings as UTF-8, booleans as bytes, integers as int64/uint64, little-endian floats)."""
+    (strings as UTF-8, booleans as bytes, integers as int64/uint64, little-endian floats).
+    Arrays already in that form are not copied: the bytes are a view of their memory."""
     a = np.asarray(values)
     if a.dtype.kind in "OUS":
         text = "\x1f".join(str(v) for v in a.ravel().tolist())
         return "str", text.encode("utf-8", "surrogatepass")
     if a.dtype.kind == "b":
-        a = a.astype(np.uint8)
+        a = a.view(np.uint8)
     elif a.dtype.kind in "iu":
-        a = a.astype("<i8" if a.dtype.kind == "i" else "<u8")
+        a = a.astype("<i8" if a.dtype.kind == "i" else "<u8", copy=False)
     else:
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-    return a.dtype.str, np.ascontiguousarray(a).tobytes()
+    return a.dtype.str, memoryview(np.ascontiguousarray(a).reshape(-1))
 
 
 def variable_digest(values: object) -> str:
@@ -53,7 +54,13 @@ def content_checksums(ds: xr.Dataset) -> str:
 def pop_checksums(ds: xr.Dataset, source: object = None) -> dict[str, str]:
     """Remove :data:`CHECKSUM_ATTR` from ``ds.attrs`` (in place) and return it parsed; ``{}``
     for files written before checksums existed. A damaged attribute is a StoreError."""
-    raw = ds.attrs.pop(CHECKSUM_ATTR, None)
+    where = source or ds.encoding.get("source", "<in-memory dataset>")
+    return parse_checksums(ds.attrs.pop(CHECKSUM_ATTR, None), where)
+
+
+def parse_checksums(raw: object, source: object) -> dict[str, str]:
+    """The :data:`CHECKSUM_ATTR` value ``raw`` parsed (``{}`` for None: a file written before
+    checksums existed); a damaged value is a StoreError naming ``source``."""
     if raw is None:
         return {}
     try:
@@ -61,9 +68,8 @@ def pop_checksums(ds: xr.Dataset, source: object = None) -> dict[str, str]:
     except ValueError as exc:
         found = exc
     if not isinstance(found, dict):
-        where = source or ds.encoding.get("source", "<in-memory dataset>")
         raise StoreError(
-            where,
+            source,
             f"damaged {CHECKSUM_ATTR} attribute ({found!r:.80}): the file was modified or "
             "corrupted after it was written",
         )

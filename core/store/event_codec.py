@@ -8,6 +8,7 @@ and the JSON grouping config become global attributes. ``decode_event(encode_eve
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import numpy as np
 import xarray as xr
@@ -20,7 +21,6 @@ from .coding import (
     json_default,
     make_dataset,
     names_coord,
-    read_array,
 )
 from .errors import StoreError, check_version
 from .records import Event
@@ -31,6 +31,13 @@ from .schema import EVENT_ATTRS, EVENT_VARS
 _ARRAY_FIELDS = tuple(n for n in EVENT_VARS if n not in ("bins", "distances", "silhouettes"))
 _INT_ATTRS = ("index", "step", "window_start", "sketch_seed", "kmeans_k")
 _INT_ATTRS_AFTER = ("n_params_before", "n_params_after")
+
+
+def decoded_variables(*, bins: bool = True) -> tuple[str, ...]:
+    """The variables :func:`decode_event` reads: the event variables (``bins`` only when asked
+    for) and the ``task`` and ``distance`` name coordinates; nothing decoded depends on the
+    file's other coordinates (entity and index coordinates)."""
+    return (*(n for n in EVENT_VARS if bins or n != "bins"), "task", "distance")
 
 
 def _variables(event: Event) -> tuple[dict[str, xr.Variable], dict[str, xr.Variable]]:
@@ -75,6 +82,7 @@ def encode_event(event: Event) -> xr.Dataset:
         merge_mode=as_str("merge_mode", event.merge_mode),
         chosen_distance=as_str("result.chosen_distance", event.chosen_distance),
         grouping_config=json.dumps(event.grouping_config, sort_keys=True, default=json_default),
+        decision_rule=as_int("decision_rule", event.decision_rule),
         n_entities_before=event.n_entities_before,
         n_entities_after=event.n_entities_after,
     )
@@ -90,18 +98,30 @@ def decode_event(ds: xr.Dataset, *, bins: bool = True) -> Event:
     kind, or a missing variable or attribute.
     """
     source = str(ds.encoding.get("source", "<in-memory dataset>"))
-    check_version(source, ds.attrs.get("schema_version"))
+    return decode_event_arrays(ds.attrs, ds.variables, source=source, bins=bins)
+
+
+def decode_event_arrays(
+    attrs: Mapping[str, object], arrays: Mapping[str, object], *, source: str, bins: bool = True
+) -> Event:
+    """:func:`decode_event` from an event file's global attributes and its variables (arrays,
+    or xarray variables) by name, as :func:`~.io.read_store_arrays` returns them for
+    :func:`decoded_variables`: replaying a run reads its events so, without building an
+    ``xarray.Dataset`` per file. ``source`` names the file in errors. The record owns its
+    arrays (copies)."""
+    check_version(source, attrs.get("schema_version"))
     wanted = {n: spec for n, spec in EVENT_VARS.items() if bins or n != "bins"}
-    missing = sorted((set(wanted) - set(ds.variables)) | (set(EVENT_ATTRS) - set(ds.attrs)))
-    if ds.attrs.get("store_kind") != "event" or missing:
+    missing = sorted((set(wanted) - set(arrays)) | (set(EVENT_ATTRS) - set(attrs)))
+    if attrs.get("store_kind") != "event" or missing:
         raise StoreError(
             source,
             f"not a complete event dataset (store_kind "
-            f"{ds.attrs.get('store_kind')!r}, missing {missing})",
+            f"{attrs.get('store_kind')!r}, missing {missing})",
         )
-    arr = {name: read_array(ds, name, spec) for name, spec in wanted.items()}
-    a = ds.attrs
-    names = [str(n) for n in ds["distance"].values]
+    arr = {name: np.array(arrays[name], dtype=spec.dtype, copy=True)
+           for name, spec in wanted.items()}
+    a = attrs
+    names = [str(n) for n in np.asarray(arrays["distance"]).tolist()]
     return Event(
         **{name: arr[name] for name in _ARRAY_FIELDS if name != "threshold"},
         distances={n: arr["distances"][i].copy() for i, n in enumerate(names)},
@@ -111,7 +131,8 @@ def decode_event(ds: xr.Dataset, *, bins: bool = True) -> Event:
         **{k: int(a[k]) for k in _INT_ATTRS + _INT_ATTRS_AFTER},
         bins=arr.get("bins"),
         sketch_kind=str(a["sketch_kind"]),
-        task_names=tuple(str(t) for t in ds["task"].values),
+        task_names=tuple(str(t) for t in np.asarray(arrays["task"]).tolist()),
         merge_mode=str(a["merge_mode"]),
         grouping_config=json.loads(a["grouping_config"]),
+        decision_rule=int(a.get("decision_rule", 1)),  # files before it existed: rule 1
     )

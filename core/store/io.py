@@ -11,15 +11,24 @@ import math
 import os
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from xarray.backends import NetCDF4DataStore
+from xarray.conventions import decode_cf_variables
 
-from .checksums import CHECKSUM_ATTR, content_checksums, pop_checksums, verify_variable
+from .checksums import (
+    CHECKSUM_ATTR,
+    content_checksums,
+    parse_checksums,
+    pop_checksums,
+    verify_variable,
+)
 from .errors import StoreError, check_version
 from .schema import CHUNK_BYTES, COMPLEVEL, SCHEMA_VERSION
+from .writer import replace
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -66,7 +75,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with open(tmp, "r+b") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace(tmp, path)  # on the background writer: renamed by the training thread
     except StoreError:
         tmp.unlink(missing_ok=True)
         raise
@@ -163,10 +172,10 @@ def _check_file(path: Path) -> None:
         )
 
 
-def _check_header(path: Path, ds: xr.Dataset, kind: str | None) -> None:
-    check_version(path, ds.attrs.get("schema_version"))
-    if kind is not None and ds.attrs.get("store_kind") != kind:
-        raise StoreError(path, f"store_kind {ds.attrs.get('store_kind')!r} found, expected {kind!r}")
+def _check_header(path: Path, attrs: Mapping, kind: str | None) -> None:
+    check_version(path, attrs.get("schema_version"))
+    if kind is not None and attrs.get("store_kind") != kind:
+        raise StoreError(path, f"store_kind {attrs.get('store_kind')!r} found, expected {kind!r}")
 
 
 def _corrupted(path: Path, exc: Exception) -> StoreError:
@@ -205,7 +214,7 @@ def open_store_dataset(
         return _open_lazy(path, kind, drop)
     try:
         with HDF5_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
-            _check_header(path, ds, kind)
+            _check_header(path, ds.attrs, kind)
             loaded = ds.drop_vars(list(drop), errors="ignore").load()
     except StoreError:
         raise
@@ -215,6 +224,53 @@ def open_store_dataset(
     for name, var in loaded.variables.items():
         verify_variable(path, name, var.values, checksums)
     return loaded
+
+
+#: The CF decoding :func:`read_store_arrays` needs: booleans and strings. The store writes no fill
+#: values or scale factors (:func:`netcdf_encoding`) and no time units, and the ``coordinates``
+#: attribute only moves attributes about, so those decoders (half the decoding time of a small
+#: file) are off; a test holds the values and dtypes equal to ``xarray.open_dataset``'s.
+_AS_WRITTEN = dict(mask_and_scale=False, decode_times=False, decode_timedelta=False,
+                   decode_coords=False)
+
+
+def read_store_arrays(
+    path: str | os.PathLike, kind: str, names: Sequence[str]
+) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """The global attributes and the variables ``names`` of a store file, as plain arrays: the
+    quick way to read a few variables of many files (a run's events, to replay them).
+
+    Checked as :func:`open_store_dataset` checks (signature, ``schema_version``, ``store_kind``,
+    the checksum of every array returned; the same errors) and read through the same xarray
+    netcdf4 backend with xarray's CF decoding, the same values and dtypes as the variables of
+    :func:`open_store_dataset` (a test holds them equal on every file kind), but without
+    building an ``xarray.Dataset`` (coordinates, indexes, lazy wrappers: they cost more than
+    reading a small file) and without touching the file's other variables. A name the file
+    lacks is left out (the decoder that needs it reports it). The returned attributes lack
+    :data:`~.checksums.CHECKSUM_ATTR`, as a dataset's from :func:`open_store_dataset` do.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with HDF5_LOCK:
+            nc = NetCDF4DataStore.open(str(path), mode="r")
+            try:
+                attrs = dict(nc.get_attrs())
+                _check_header(path, attrs, kind)
+                found = nc.ds.variables
+                raw = {n: nc.open_store_variable(n, found[n]) for n in names if n in found}
+                decoded, _, _ = decode_cf_variables(raw, attrs, **_AS_WRITTEN)
+                arrays = {n: np.asarray(var.values) for n, var in decoded.items()}
+            finally:
+                nc.close()
+    except StoreError:
+        raise
+    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError, ...
+        raise _corrupted(path, exc) from exc
+    checksums = parse_checksums(attrs.pop(CHECKSUM_ATTR, None), path)
+    for name, values in arrays.items():
+        verify_variable(path, name, values, checksums)
+    return attrs, arrays
 
 
 def _read_variable(path: str, name: str, checksums: dict[str, str]) -> np.ndarray:
@@ -245,7 +301,7 @@ def _open_lazy(path: Path, kind: str | None, drop: Sequence[str]) -> xr.Dataset:
 
     try:
         with HDF5_LOCK, xr.open_dataset(path, engine="netcdf4") as ds:
-            _check_header(path, ds, kind)
+            _check_header(path, ds.attrs, kind)
             checksums = pop_checksums(ds, path)  # verified as each variable is read
             variables = {}
             for name, var in ds.data_vars.items():

@@ -22,7 +22,7 @@ from . import codecs, event_codec
 from .coding import Record
 from .errors import StoreError
 from .io import atomic_write_dataset, open_store_dataset
-from .paths import RunPaths
+from .paths import RunPaths, list_history_parts
 from .records import Activations, Affinity, Event, History, Metrics
 from .schema import (
     ACTIVATION_VARS,
@@ -33,6 +33,7 @@ from .schema import (
     OPTIONAL_COORDS,
     VarSpec,
 )
+from .writer import replace
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,80 @@ def write_event(run_dir: str | os.PathLike, ds: xr.Dataset) -> Path:
 
 
 def write_history(run_dir: str | os.PathLike, ds: xr.Dataset) -> Path:
-    """:func:`write` ``history.nc`` (rewritten at every checkpoint)."""
+    """:func:`write` ``history.nc``: the steps since the previous checkpoint while a run trains
+    (the older ones are parts, see :func:`shelve_history`), the whole history once it is
+    complete (:func:`join_history`)."""
     return write(run_dir, ds, "history")
+
+
+def _history_steps(path: Path) -> tuple[int, int]:
+    """First and last step of a history file (reads only its ``step`` coordinate)."""
+    others = tuple(n for n in HISTORY_VARS if n != "step")
+    steps = open_store_dataset(path, "history", drop=others)["step"].values
+    return int(steps[0]), int(steps[-1])
+
+
+def shelve_history(run_dir: str | os.PathLike) -> Path | None:
+    """Move ``history.nc`` (the steps of the previous checkpoint) to the part
+    ``history/steps_{first step:09d}.nc``: a rename, so the history is appended, never rewritten
+    while a run trains (a whole-file rewrite per checkpoint grew with the run, O(steps) per
+    event). Returns the part, or None when there is no ``history.nc``."""
+    paths = RunPaths(run_dir)
+    if not paths.history.exists():
+        return None
+    first, _ = _history_steps(paths.history)
+    paths.history_dir.mkdir(exist_ok=True)
+    part = paths.history_part(first)
+    replace(paths.history, part)  # on the background writer: renamed by the training thread
+    return part
+
+
+def trim_history(run_dir: str | os.PathLike, from_step: int) -> None:
+    """Delete the history written for steps at or after ``from_step`` (a resume: those steps
+    are trained and written again, identically): the parts that start there or later, and
+    ``history.nc`` when it holds any such step."""
+    paths = RunPaths(run_dir)
+    for first, path in list_history_parts(run_dir):
+        if first >= from_step:
+            path.unlink()
+    if paths.history.exists() and _history_steps(paths.history)[1] >= from_step:
+        paths.history.unlink()
+
+
+def join_history(run_dir: str | os.PathLike, tail: xr.Dataset | None) -> Path | None:
+    """Write the whole history as ``history.nc``: the parts, the current ``history.nc`` (shelved
+    first, so no step exists only in the file being replaced) and ``tail`` (the steps after it,
+    or None). The parts stay until :func:`remove_history_parts`; readers take a ``history.nc``
+    that starts at step 0 alone. None when there is no step at all."""
+    shelve_history(run_dir)
+    parts = [open_store_dataset(p, "history") for _, p in list_history_parts(run_dir)]
+    if tail is not None and tail.sizes.get("step"):
+        parts.append(tail)
+    if not parts:
+        return None
+    return write_history(run_dir, _concat_history(parts, run_dir))
+
+
+def remove_history_parts(run_dir: str | os.PathLike) -> None:
+    """Delete ``history/`` (a complete run's ``history.nc`` holds every step)."""
+    for _, path in list_history_parts(run_dir):
+        path.unlink()
+    directory = RunPaths(run_dir).history_dir
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+
+
+def _concat_history(parts: list[xr.Dataset], run_dir: str | os.PathLike) -> xr.Dataset:
+    if len(parts) == 1:
+        return parts[0]
+    joined = xr.concat(parts, dim="step", data_vars="minimal", coords="minimal",
+                       compat="identical", join="exact", combine_attrs="override")
+    steps = joined["step"].values
+    if (steps[1:] != steps[:-1] + 1).any():
+        raise StoreError(RunPaths(run_dir).history_dir,
+                         f"history parts do not join into consecutive steps "
+                         f"({steps[0]}..{steps[-1]}, {steps.size} steps)")
+    return joined
 
 
 def write_metrics(run_dir: str | os.PathLike, ds: xr.Dataset) -> Path:
@@ -188,8 +261,27 @@ def read_event(path: str | os.PathLike, *, bins: bool = True, lazy: bool = False
 
 
 def read_history(run_dir: str | os.PathLike, *, lazy: bool = False) -> xr.Dataset:
-    """``history.nc`` (dims ``step``, ``task``)."""
-    return open_store_dataset(RunPaths(run_dir).history, "history", lazy=lazy)
+    """The run's history (dims ``step``, ``task``): ``history.nc`` when it starts at step 0 (a
+    complete run, or one that has saved once), else the parts of ``history/`` and
+    ``history.nc`` joined (a run still training, or one that failed; see
+    :func:`shelve_history`)."""
+    paths = RunPaths(run_dir)
+    parts = list_history_parts(run_dir)
+    if not parts:
+        return open_store_dataset(paths.history, "history", lazy=lazy)
+    files = [p for _, p in parts]
+    if paths.history.exists():
+        current = open_store_dataset(paths.history, "history", lazy=lazy)
+        if int(current["step"].values[0]) == 0:
+            return current
+        files.append(paths.history)
+    return _concat_history([open_store_dataset(p, "history", lazy=lazy) for p in files],
+                           run_dir)
+
+
+def has_history(run_dir: str | os.PathLike) -> bool:
+    """Whether the run has written any history (``history.nc`` or parts)."""
+    return RunPaths(run_dir).history.exists() or bool(list_history_parts(run_dir))
 
 
 def read_metrics(run_dir: str | os.PathLike) -> xr.Dataset:

@@ -3,7 +3,11 @@
 Layout of a run directory::
 
     manifest.json  history.nc  metrics.nc  affinity.nc  events/event_NNNNNN.nc
-    activations/NAME.nc  checkpoint.pt  run.lock
+    activations/NAME.nc  checkpoint.pt  run.lock  history/steps_NNNNNNNNN.nc
+
+While a run trains, its history is appended as one part per checkpoint
+(``history/steps_{first step:09d}.nc``, the steps since the previous part); when the run
+completes, the parts are joined into ``history.nc`` and removed.
 
 The directory is the truth about which events exist: :func:`list_events` is derived from it
 (the manifest no longer keeps a copy that a crash between two writes could make stale).
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _EVENT_NAME = re.compile(r"^event_(\d{6,})\.nc$")
+_PART_NAME = re.compile(r"^steps_(\d{9,})\.nc$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TEMP_NAME = re.compile(r"^\..+\.tmp-\d+$")
 
@@ -38,6 +43,12 @@ class RunPaths:
     activations_dir = property(lambda self: self.run_dir / "activations", doc="activations/")
     checkpoint = property(lambda self: self.run_dir / "checkpoint.pt", doc="checkpoint.pt")
     lock = property(lambda self: self.run_dir / "run.lock", doc="run.lock")
+    history_dir = property(lambda self: self.run_dir / "history", doc="history/ (parts)")
+
+    def history_part(self, first_step: int) -> Path:
+        """Path of the history part that starts at ``first_step``:
+        ``history/steps_{first_step:09d}.nc``."""
+        return self.history_dir / f"steps_{first_step:09d}.nc"
 
     def event(self, index: int) -> Path:
         """Path of event number ``index``: ``events/event_{index:06d}.nc``."""
@@ -71,6 +82,16 @@ def list_events(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def list_history_parts(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(first step, path)`` of the history parts of a run still training, in step order
+    (temp files ignored); empty once the run is complete (its history is ``history.nc``)."""
+    directory = RunPaths(run_dir).history_dir
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _PART_NAME.match(p.name))]
+    return sorted(found)
+
+
 def list_activations(run_dir: str | os.PathLike) -> list[Path]:
     """Activation snapshot files of a run, sorted by name (temp files ignored)."""
     directory = RunPaths(run_dir).activations_dir
@@ -88,7 +109,7 @@ def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
     """
     paths = RunPaths(run_dir)
     removed = []
-    for folder in (paths.run_dir, paths.events_dir, paths.activations_dir):
+    for folder in (paths.run_dir, paths.events_dir, paths.activations_dir, paths.history_dir):
         if folder.is_dir():
             for p in folder.iterdir():
                 if _TEMP_NAME.match(p.name) and p.is_file():

@@ -48,6 +48,11 @@ class Event(Record):
     grouping_config : mapping
         The resolved grouping configuration; a dataclass is accepted when encoding and comes
         back as the dict of its fields (stored as a JSON string attribute).
+    decision_rule : int
+        The version of the decision rule that decided the event (the grouping rule's
+        ``DECISION_RULE_VERSION``; the global attribute ``decision_rule``). Files written before
+        it existed lack the attribute: they were decided by rule 1. Replay recomputes an event
+        with the rule that decided it.
     """
 
     summed: np.ndarray
@@ -79,6 +84,7 @@ class Event(Record):
     n_params_after: int
     merge_mode: str
     grouping_config: object
+    decision_rule: int = 1
 
     @property
     def n_entities_before(self) -> int:
