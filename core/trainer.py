@@ -264,6 +264,7 @@ class Trainer:
         self.flush()
         tail = self._history_dataset(self.hist) if self.hist["step"] else None
         store.join_history(self.paths.run_dir, tail)
+        self.hist = _empty_history()  # every step is in history.nc: a checkpoint now holds none
 
     def _history_dataset(self, h: dict[str, list]) -> Any:
         return store.encode_history(

@@ -283,6 +283,8 @@ def interleaved(make_trainers, *, steps: int, warm: int, regroup_every: int, n_e
                     ),
                     "checkpoint_bytes": ss.paths.checkpoint.stat().st_size,
                 }
+            for tr in trainers.values():  # every queued write lands before the folder goes
+                tr.sharing.close()
     finally:
         GradientWindow._flush = GradientWindow._flush.__wrapped__  # type: ignore[attr-defined]
         SharingScheduler._event = SharingScheduler._event.__wrapped__  # type: ignore

@@ -158,3 +158,20 @@ def test_writes_still_queued_at_exit_are_finished(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert (tmp_path / "late").read_text() == "done"
+
+
+def test_a_complete_run_resumed_from_its_last_checkpoint_keeps_its_whole_history(tmp_path):
+    """A complete run's parts are folded into history.nc and removed; resuming it from its
+    final checkpoint (which holds no pending steps) must keep every step, and a resume from an
+    earlier checkpoint cuts only the steps after it."""
+    whole = _history(range(0, 30))
+    store.write_history(tmp_path, whole)  # joined, parts removed
+    store.trim_history(tmp_path, from_step=30)  # the final checkpoint: nothing after it
+    xr.testing.assert_identical(store.read_history(tmp_path), whole)
+    store.join_history(tmp_path, None)
+    xr.testing.assert_identical(store.read_history(tmp_path), whole)
+    store.remove_history_parts(tmp_path)
+    store.trim_history(tmp_path, from_step=20)  # no part covers steps 0..19: cut, not deleted
+    xr.testing.assert_identical(store.read_history(tmp_path), _history(range(0, 20)))
+    store.join_history(tmp_path, _history(range(20, 30)))
+    xr.testing.assert_identical(store.read_history(tmp_path), whole)

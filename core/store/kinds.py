@@ -166,10 +166,12 @@ def write_history(run_dir: str | os.PathLike, ds: xr.Dataset) -> Path:
     return write(run_dir, ds, "history")
 
 
+_NOT_STEP = tuple(n for n in HISTORY_VARS if n != "step")
+
+
 def _history_steps(path: Path) -> tuple[int, int]:
     """First and last step of a history file (reads only its ``step`` coordinate)."""
-    others = tuple(n for n in HISTORY_VARS if n != "step")
-    steps = open_store_dataset(path, "history", drop=others)["step"].values
+    steps = open_store_dataset(path, "history", drop=_NOT_STEP)["step"].values
     return int(steps[0]), int(steps[-1])
 
 
@@ -191,13 +193,25 @@ def shelve_history(run_dir: str | os.PathLike) -> Path | None:
 def trim_history(run_dir: str | os.PathLike, from_step: int) -> None:
     """Delete the history written for steps at or after ``from_step`` (a resume: those steps
     are trained and written again, identically): the parts that start there or later, and
-    ``history.nc`` when it holds any such step."""
+    those steps of ``history.nc``. A ``history.nc`` that starts at step 0 (the whole history,
+    joined) is deleted when the parts hold every step before ``from_step`` and cut to them
+    otherwise (a run resumed from its last checkpoint after it was complete)."""
     paths = RunPaths(run_dir)
     for first, path in list_history_parts(run_dir):
         if first >= from_step:
             path.unlink()
-    if paths.history.exists() and _history_steps(paths.history)[1] >= from_step:
+    if not paths.history.exists():
+        return
+    first, last = _history_steps(paths.history)
+    if last < from_step:
+        return
+    covered = sum(int(open_store_dataset(p, "history", drop=_NOT_STEP).sizes["step"])
+                  for _, p in list_history_parts(run_dir))
+    if first > 0 or covered >= from_step:
         paths.history.unlink()
+        return
+    kept = open_store_dataset(paths.history, "history").isel(step=slice(0, from_step - first))
+    write_history(run_dir, kept)
 
 
 def join_history(run_dir: str | os.PathLike, tail: xr.Dataset | None) -> Path | None:
@@ -205,6 +219,10 @@ def join_history(run_dir: str | os.PathLike, tail: xr.Dataset | None) -> Path | 
     first, so no step exists only in the file being replaced) and ``tail`` (the steps after it,
     or None). The parts stay until :func:`remove_history_parts`; readers take a ``history.nc``
     that starts at step 0 alone. None when there is no step at all."""
+    paths = RunPaths(run_dir)
+    if paths.history.exists() and _history_steps(paths.history)[0] == 0:
+        # already whole (joined before a crash, or one save): the parts are in it
+        remove_history_parts(run_dir)
     shelve_history(run_dir)
     parts = [open_store_dataset(p, "history") for _, p in list_history_parts(run_dir)]
     if tail is not None and tail.sizes.get("step"):

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,6 +45,21 @@ def snapshot(run: Path) -> dict[str, str]:
         for p in sorted(run.rglob("*"))
         if p.is_file()
     }
+
+
+def settled_snapshot(run: Path, timeout: float = 60.0) -> dict[str, str]:
+    """:func:`snapshot` once two taken 0.5 s apart agree. A training process paused mid-step
+    still has its background store writer finishing the temp file of a write it queued; the
+    writer then waits for the paused training thread to rename it, and the directory holds
+    still."""
+    previous, deadline = snapshot(run), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = snapshot(run)
+        if current == previous:
+            return current
+        previous = current
+    raise AssertionError(f"{run} kept changing for {timeout} s while its writer was paused")
 
 
 def write_index(ref, name: str, occurrence: int = 0) -> int:
@@ -276,7 +292,7 @@ def test_second_writer_is_refused_naming_the_first(reference, tmp_path) -> None:
     run = tmp_path / "run"
     first = FaultChild(run, {"kind": "step", "at": 25}, tmp_path)  # pauses mid-run
     info = first.wait_paused()
-    before = snapshot(run)
+    before = settled_snapshot(run)  # the first writer's own queued write, finished
     pid = rf"process {info['pid']} \(lock file {run / 'run.lock'}\)"
     with pytest.raises(RunLockedError, match=pid):
         train_tiny(run, resume=True)
