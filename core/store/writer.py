@@ -160,7 +160,7 @@ class BackgroundWriter:
                 request.done.set()
         self._raise_error()
 
-    def poll_quietly(self) -> None:
+    def _fail_waiting_renames(self) -> None:
         """Fail the renames still waiting (the writer is abandoned); raise nothing."""
         while True:
             try:
@@ -242,7 +242,7 @@ class BackgroundWriter:
                 if self._tasks.unfinished_tasks:  # nothing more will be renamed
                     self._abandoned = True
                     self._error = self._error or RuntimeError(f"{self.name} was closed early")
-                    self.poll_quietly()
+                    self._fail_waiting_renames()
                 self._tasks.put(None)
                 self._thread.join()
                 self._thread = None
