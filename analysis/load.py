@@ -44,9 +44,12 @@ class IncompleteRunWarning(UserWarning):
 
 def _required(paths: RunPaths, manifest: dict) -> set[str]:
     """Files a run in this state must have: a complete run has history and metrics, unless a
-    ``SharingScheduler`` in the user's own loop wrote it (events and manifest only)."""
+    ``SharingScheduler`` in the user's own loop wrote it (events and manifest only) or it is a
+    linear baseline (``core.linear``: metrics only)."""
     if manifest.get("status") != "complete" or manifest.get("trained_by") == "SharingScheduler":
         return set()
+    if manifest.get("trained_by") == "linear_baseline":
+        return {"metrics"}
     return {"history", "metrics"}
 
 

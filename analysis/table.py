@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import store
+from ..core.store.metric_info import COMPANION_METRICS, METRIC_LABELS
 
 NO_GROUPS = "n/a (no true groups)"
 # Direction of each main metric: True when higher is better.
@@ -28,6 +29,9 @@ HIGHER_IS_BETTER = {
     "accuracy": True,
     "ndcg": True,
     "spearman": True,
+    "pooled_explained_variance": True,
+    "nmse": False,
+    "pooled_rmse": False,
 }
 # Columns marked "best" and their direction (None: the main metric's own direction).
 BEST_COLUMNS = {
@@ -80,6 +84,11 @@ def _read_run(path: Path) -> dict:
     row.update(main_metric=metrics.attrs["main_metric"], variant=metrics.attrs["variant"])
     if "adjusted_rand_index" in metrics:
         row["ari"] = float(metrics["adjusted_rand_index"])
+    for name in COMPANION_METRICS.get(row["main_metric"], ()):
+        if name in metrics:  # a run metric (scalar) or a task metric (its mean over tasks)
+            values = np.asarray(metrics[name].values, dtype=float)
+            finite = values[np.isfinite(values)]
+            row[f"also_{name}"] = float(finite.mean()) if finite.size else math.nan
     return row
 
 
@@ -88,20 +97,26 @@ def collect_runs(
     datasets: Sequence[str],
     methods: Sequence[str],
     seeds: Sequence[int],
+    optional_methods: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per (dataset, method, seed), in the given order, read from the stores.
 
     Columns: dataset, method, seed, status (complete/running/failed/missing), error, variant,
-    main_metric, has_groups (True/False, None when unknown), ari, and the numbers ``main``,
+    main_metric, has_groups (True/False, None when unknown), ari, the numbers ``main``,
     ``n_parameters``, ``n_groups``, ``backward_passes``, ``forward_passes``, ``wall_time_s``
-    (NaN unless complete).
+    (NaN unless complete), and ``also_<metric>`` for the metrics reported beside the main one
+    (:data:`~selective_sharing.core.metrics.COMPANION_METRICS`).
+
+    ``optional_methods`` (e.g. the linear baselines, which exist for regression data only)
+    follow ``methods``; a dataset gets their rows only where at least one seed has a run.
     """
-    rows = [
-        {"dataset": d, "method": m, "seed": int(s), **_read_run(run_dir(runs_root, d, m, s))}
-        for d in datasets
-        for m in methods
-        for s in seeds
-    ]
+    rows = []
+    for d in datasets:
+        for m in [*methods, *(o for o in optional_methods if o not in methods)]:
+            cell = [{"dataset": d, "method": m, "seed": int(s),
+                     **_read_run(run_dir(runs_root, d, m, s))} for s in seeds]
+            if m in methods or any(r["status"] != "missing" for r in cell):
+                rows += cell
     return pd.DataFrame(rows)
 
 
@@ -130,6 +145,12 @@ def _cell_summary(cell: pd.DataFrame, has_groups: bool | None) -> dict:
         out[f"{key}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
     for key in ("n_parameters", "backward_passes", "forward_passes", "wall_time_s"):
         out[key] = float(done[key].mean()) if n else math.nan
+    for key in (c for c in cell.columns if c.startswith("also_")):
+        vals = done[key].to_numpy(dtype=float)
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            out[f"{key}_mean"] = float(vals.mean())
+            out[f"{key}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
     if cell["method"].iloc[0] == "oracle" and has_groups is False:
         out["note"] = NO_GROUPS
     elif n < len(cell):
@@ -186,9 +207,12 @@ def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- formatting
 
 _DIGITS = {"main_mean": 3, "ari_mean": 3, "n_parameters": 0, "backward_passes": 0, "wall_time_s": 1}
+#: Short names of the metrics reported beside the main one.
+ALSO_LABELS = {"nmse": "nMSE", "explained_variance": "per-task EV %", "ndcg": "NDCG@10"}
 HEADERS = (
     "method",
     "{metric}",
+    "also reported",
     "parameters",
     "ARI",
     "groups",
@@ -220,8 +244,16 @@ def _cells(r: Any, pm: str) -> list[str]:
         )
     )
     ari = NO_GROUPS if r.has_groups is False else _mean_std(r.ari_mean, r.ari_std, 3, pm)
+    also = []
+    for name in r._fields:
+        if name.startswith("also_") and name.endswith("_mean"):
+            metric = name[len("also_"):-len("_mean")]
+            text = _mean_std(getattr(r, name), getattr(r, f"also_{metric}_std"), 3, pm)
+            if text:
+                also.append(f"{ALSO_LABELS.get(metric, metric)} {text}")
     return [
         _mean_std(r.main_mean, r.main_std, 3, pm),
+        "; ".join(also) if also else "-",
         "" if not math.isfinite(r.n_parameters) else _num(r.n_parameters, 0),
         ari,
         groups,
@@ -231,7 +263,8 @@ def _cells(r: Any, pm: str) -> list[str]:
     ]
 
 
-_MARKED = {0: "main_mean", 1: "n_parameters", 2: "ari_mean", 4: "backward_passes", 5: "wall_time_s"}
+_MARKED = {0: "main_mean", 2: "n_parameters", 3: "ari_mean", 5: "backward_passes",
+           6: "wall_time_s"}
 
 
 def _row(r: Any, pm: str, bold: str, esc: Callable[[str], str] = str) -> list[str]:
@@ -250,7 +283,8 @@ def _row(r: Any, pm: str, bold: str, esc: Callable[[str], str] = str) -> list[st
 def _title(b: pd.DataFrame) -> tuple[str, str]:
     r = b.iloc[0]
     direction = "higher is better" if r.higher_is_better else "lower is better"
-    return f"{r.dataset} ({r.variant})", f"{r.main_metric}, {direction}"
+    label = METRIC_LABELS.get(r.main_metric, r.main_metric)
+    return f"{r.dataset} ({r.variant})", f"{label}, {direction}"
 
 
 def to_markdown(summary: pd.DataFrame, notes: Sequence[str] = ()) -> str:

@@ -15,7 +15,7 @@ import torch
 
 from . import store
 from .checkpoint import save_checkpoint
-from .metrics import metric_units, task_metrics
+from .metrics import metric_units, split_metrics, validation_metrics
 
 
 @torch.no_grad()
@@ -35,25 +35,29 @@ def predict_all(model: Any, x: np.ndarray, batch: int) -> np.ndarray:
 
 def entry_metrics(pred: np.ndarray, data: Any) -> dict[str, np.ndarray]:
     """Test metrics per task from ``predict_all``'s (N, n_tasks, O) on ``data``'s test split."""
-    b_idx, t_idx = np.nonzero(data.m_test)
-    scale = np.asarray(data.extras.get("task_target_scale",
-                                       data.extras.get("target_scale", 1.0)), dtype=float)
-    return task_metrics(pred[b_idx, t_idx], data.y_test[b_idx, t_idx], t_idx,
-                        [t.type for t in data.tasks], [t.n_classes for t in data.tasks],
-                        target_scale=scale)
+    return split_metrics(pred, data, "test")[0]
 
 
-def evaluate(trainer: Any) -> dict[str, np.ndarray]:
-    """Test metrics per task of the trainer's model: in-memory test inputs are predicted in
-    batches of ``train.eval_batch_size``; a streamed test split is read through a DataLoader."""
+def _predict_split(trainer: Any, split: str) -> np.ndarray:
+    """Every task's output on every sample of ``split``: in-memory inputs in batches of
+    ``train.eval_batch_size``; a streamed split through a DataLoader."""
     data, batch = trainer.data, trainer.cfg.train.eval_batch_size
     if getattr(data, "streamed", False):
         from .data import predict_items
 
-        pred = predict_items(trainer.model, data.test, batch, trainer.cfg.train.num_workers)
-    else:
-        pred = predict_all(trainer.model, data.x_test, batch)
-    return entry_metrics(pred, data)
+        return predict_items(trainer.model, getattr(data, split), batch,
+                             trainer.cfg.train.num_workers)
+    return predict_all(trainer.model, getattr(data, f"x_{split}"), batch)
+
+
+def evaluate(trainer: Any) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Test metrics of the trainer's model, per task and over the whole test split; with a
+    validation split (``val_fraction > 0``) the run metrics also hold its ``val_`` figures
+    (:func:`~.metrics.validation_metrics`), which is what settings are chosen on."""
+    per_task, pooled = split_metrics(_predict_split(trainer, "test"), trainer.data, "test")
+    if getattr(trainer.data, "has_validation", False):
+        pooled.update(validation_metrics(_predict_split(trainer, "val"), trainer.data))
+    return per_task, pooled
 
 
 def adjusted_rand(groups: Any, assignment: np.ndarray) -> float | None:
@@ -65,16 +69,24 @@ def adjusted_rand(groups: Any, assignment: np.ndarray) -> float | None:
     return float(adjusted_rand_score(np.asarray(groups), assignment))
 
 
+def _units(per_task: dict, pooled: dict, main: str) -> dict[str, str]:
+    units = metric_units([*per_task, *pooled])
+    if "val_main" in units:
+        units["val_main"] = metric_units([main])[main]
+    return units
+
+
 def finish_run(trainer: Any) -> None:
     """Evaluate the trained model and close the run: metrics, history, checkpoint, status."""
     data = trainer.data
     trainer.flush()  # the events and checkpoints still queued, before the run is closed
     n_params, n_est = trainer.model.count_parameters()
-    metrics = evaluate(trainer)  # only the metrics that apply to the run's task types
-    if data.main_metric not in metrics:  # a main metric no task type has: NaN, as it was
-        metrics[data.main_metric] = np.full(len(data.task_names), np.nan)
+    metrics, pooled = evaluate(trainer)  # only the metrics that apply to the task types
+    if data.main_metric not in metrics and data.main_metric not in pooled:
+        metrics[data.main_metric] = np.full(len(data.task_names), np.nan)  # none applies: NaN
     ds = store.encode_metrics(
-        task_names=data.task_names, task_metrics=metrics, metric_units=metric_units(metrics),
+        task_names=data.task_names, task_metrics=metrics, run_metrics=pooled,
+        metric_units=_units(metrics, pooled, data.main_metric),
         method=trainer.cfg.method, seed=trainer.cfg.seed,
         dataset=str(data.provenance.get("name", data.name)),
         main_metric=data.main_metric, n_parameters=n_params, n_parameters_estimators=n_est,

@@ -19,7 +19,14 @@ from . import (  # noqa: F401  (importing a loader module registers it)
 from .arrays import from_arrays
 from .base import TASK_TYPES, VARIANTS, DatasetError, MTLData, TaskSpec
 from .fixtures import write_celeba_fixture, write_omniart_fixture
-from .items import ArrayItems, ImageFileItems, StreamedMTLData, from_datasets, stream
+from .items import (
+    ArrayItems,
+    ImageFileItems,
+    StreamedMTLData,
+    SubsetItems,
+    from_datasets,
+    stream,
+)
 from .paths import ENV_VAR, DataFileNotFoundError, find_data_file, resolve_data_root, sha256
 from .registry import DATASETS, dataset_options, list_datasets, load_dataset, register_dataset
 from .validation import validate_mtl_data
@@ -36,6 +43,7 @@ __all__ = [
     "MTLData",
     "MTLTorchDataset",
     "StreamedMTLData",
+    "SubsetItems",
     "TaskSpec",
     "as_tensors",
     "dataset_options",

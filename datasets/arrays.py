@@ -23,7 +23,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .base import TASK_TYPES, DatasetError, MTLData, TaskSpec
-from .options import Real, check_option
+from .options import VAL_FRACTION, Real, check_option
+
+#: Second word of the validation split's seed, ``numpy.random.default_rng([seed, VAL_STREAM])``:
+#: a stream of its own, so carving the validation rows never perturbs a loader's own draws (its
+#: train/test split, generated data, subsamples).
+VAL_STREAM = 7661
 
 
 def one_task_mask(task_index: np.ndarray, n_tasks: int) -> np.ndarray:
@@ -77,6 +82,85 @@ def standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, ...]:
     std = np.where(std > 0, std, 1.0)
     scale = lambda a: ((a - mean) / std).astype(np.float32)
     return scale(train), scale(test), mean.astype(np.float32), std.astype(np.float32)
+
+
+def validation_count(n: int, val_fraction: float) -> int:
+    """How many of ``n`` training rows the validation split takes: ``round(val_fraction * n)``,
+    but at least 1 when ``val_fraction > 0`` and ``n >= 2``, and always leaving at least one
+    training row (so 0 when ``val_fraction == 0`` or ``n < 2``)."""
+    if val_fraction <= 0 or n < 2:
+        return 0
+    return min(max(round(val_fraction * n), 1), n - 1)
+
+
+def validation_rows(n: int, val_fraction: float, seed: int,
+                    task_index: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of the training rows that form the validation split.
+
+    Parameters
+    ----------
+    n : int
+        Number of training rows.
+    val_fraction : float
+        Share held out (:func:`validation_count`).
+    seed : int
+        The dataset's seed; the rows are drawn from ``default_rng([seed, VAL_STREAM])``.
+    task_index : ndarray of int, shape ``(n,)``, optional
+        One dataset per task: each row's task. Given, every task gives
+        ``validation_count(n_t, val_fraction)`` of its own ``n_t`` rows (tasks in ascending
+        order); None, a random share of all ``n`` rows.
+    """
+    rng = np.random.default_rng([seed, VAL_STREAM])
+    if task_index is None:
+        return np.sort(rng.permutation(n)[:validation_count(n, val_fraction)])
+    task_index = np.asarray(task_index)
+    rows = [np.zeros(0, dtype=np.int64)]
+    for t in np.unique(task_index):
+        own = np.flatnonzero(task_index == t)
+        rows.append(rng.permutation(own)[:validation_count(own.size, val_fraction)])
+    return np.sort(np.concatenate(rows))
+
+
+def check_labels_left(m_train: np.ndarray, val_rows: np.ndarray, task_names: list[str],
+                      val_fraction: float, dataset: str) -> None:
+    """Raise :class:`DatasetError` when moving ``val_rows`` to the validation split leaves a
+    task that had labelled training samples without any."""
+    before = m_train.any(axis=0)
+    after = np.delete(m_train, val_rows, axis=0).any(axis=0)
+    lost = np.flatnonzero(before & ~after)
+    if lost.size:
+        raise DatasetError(
+            f"dataset {dataset!r}: val_fraction={val_fraction} leaves task "
+            f"{task_names[lost[0]]!r} no labelled training sample (its labelled rows all went "
+            "to the validation split); lower val_fraction or label more training samples of it"
+        )
+
+
+def carve_validation(data: MTLData, val_fraction: float, seed: int, *,
+                     per_task: bool) -> MTLData:
+    """``data`` with a validation split carved out of its training part (a loader's last step).
+
+    ``val_fraction == 0`` returns ``data`` itself, unchanged. Otherwise the rows of
+    :func:`validation_rows` (per task for one-dataset-per-task data, ``per_task=True``: each
+    training row labelled for exactly one task) move to ``x_val``/``y_val``/``m_val``
+    (:meth:`MTLData.with_validation`), ``provenance["val_fraction"]`` records the share, and the
+    result is validated. Everything the loader computed from the training part (standardization,
+    target offset and scale) was computed before, on train + val, so no array changes with
+    ``val_fraction`` beyond the rows' move.
+    """
+    if val_fraction == 0:
+        return data
+    task_index = None
+    if per_task:
+        if not (data.m_train.sum(axis=1) == 1).all():
+            raise DatasetError(f"dataset {data.name!r}: a per-task validation split needs each "
+                               "training row labelled for exactly one task")
+        task_index = data.m_train.argmax(axis=1)
+    rows = validation_rows(data.x_train.shape[0], val_fraction, seed, task_index)
+    check_labels_left(data.m_train, rows, data.task_names, val_fraction, data.name)
+    carved = data.with_validation(rows)
+    carved.provenance["val_fraction"] = val_fraction
+    return carved.validate()
 
 
 def arrays_sha256(*arrays: np.ndarray) -> str:
@@ -159,6 +243,7 @@ def from_arrays(
     seed: int = 0,
     name: str = "custom",
     main_metric: str | None = None,
+    val_fraction: float = 0.0,
 ) -> MTLData:
     """Build a validated :class:`MTLData` from your own arrays.
 
@@ -182,20 +267,30 @@ def from_arrays(
     test_fraction : float
         Share of samples held out when no test split is given, in (0, 1).
     seed : int
-        Seeds the train/test split.
+        Seeds the train/test split (and, from a stream of its own, the validation split).
     name : str
         Dataset name recorded in provenance.
     main_metric : str, optional
         Default: ``"accuracy"`` if any task is binary/multiclass, else ``"rmse"``.
+    val_fraction : float
+        Share of the training samples (the given ones, or those left by the random test split)
+        held out as the validation split, in [0, 0.5]: a seeded random share
+        (:func:`validation_rows`; at least one sample when > 0, always leaving one for
+        training). 0 (the default): no validation split, and every array is what it was
+        before the option existed. The test split never depends on it, and train + val is the
+        train split of ``val_fraction=0``.
 
     Returns
     -------
     MTLData
         With ``provenance = {"name", "variant": "user", "source": "user arrays", "sha256",
-        "seed"}``; the hash fingerprints the arrays' contents. The variant is ``"user"``, as for
+        "seed"}`` (and ``"val_fraction"`` when > 0); the hash fingerprints the arrays' contents
+        (the whole training part and the test split, so it does not change with
+        ``val_fraction``). The variant is ``"user"``, as for
         :func:`~selective_sharing.datasets.from_datasets`: data the user supplied, neither a
         verified real dataset file nor generated by this project.
     """
+    val_fraction = check_option("val_fraction", val_fraction, VAL_FRACTION, name)
     names = list(targets)
     types = _task_types(task_types, names)
     x = np.asarray(inputs, dtype=np.float32)
@@ -203,7 +298,8 @@ def from_arrays(
     m = _mask(mask, y, names, "mask")
     test = (test_inputs, test_targets, test_mask)
     splits = _splits(x, y, m, names, test, test_fraction, seed, name)
-    return _assemble(name, names, [types[n] for n in names], splits, groups, seed, main_metric)
+    data = _assemble(name, names, [types[n] for n in names], splits, groups, seed, main_metric)
+    return carve_validation(data, val_fraction, seed, per_task=False)
 
 
 def _splits(x, y, m, names: list[str], test: tuple, test_fraction: float, seed: int, name: str):

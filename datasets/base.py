@@ -9,6 +9,7 @@ This module imports numpy only: no torch, no core, no analysis.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -71,7 +72,7 @@ class TaskList:
 
 @dataclass
 class MTLData(TaskList):
-    """A multi-task dataset, split into train and test.
+    """A multi-task dataset, split into train and test, and optionally a validation split.
 
     Attributes
     ----------
@@ -96,7 +97,17 @@ class MTLData(TaskList):
     extras : dict
         Optional extras, e.g. ``"region_masks"``: ``(n_regions, height, width)`` bool and
         ``"task_region"``: ``(n_tasks,)`` int for the activation study; ``"probe_index"``:
-        indices into the test split used as the fixed probe set.
+        indices into the test split used as the fixed probe set. An extra whose key ends in
+        ``_train`` and holds one row per training sample (an array of length ``n_train``, or a
+        dict of such arrays, e.g. ``"digits_train"``) has a ``_val`` counterpart for the
+        validation rows; :meth:`with_validation` and :meth:`merged_validation` split and join
+        them with the rows.
+    x_val, y_val, m_val : ndarray or None
+        The validation split, in the formats of the train split; all None (the default) when
+        the dataset has none. Loaders carve it out of the training part when asked
+        (``val_fraction > 0``): choices (penalties, profiles, baselines) are made on it, a final
+        fit uses :meth:`merged_validation`, and the test split is scored only for the final
+        numbers. Trainers train on the train split only and ignore it.
     """
 
     name: str
@@ -111,12 +122,87 @@ class MTLData(TaskList):
     provenance: dict[str, Any] = field(default_factory=dict)
     main_metric: str = "rmse"
     extras: dict[str, Any] = field(default_factory=dict)
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    m_val: np.ndarray | None = None
 
     streamed = False  # class attribute: in-memory arrays (see datasets.items for streamed data)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the dataset has a validation split (``x_val`` is not None)."""
+        return self.x_val is not None
+
+    def with_validation(self, val_rows: np.ndarray) -> MTLData:
+        """A copy whose training rows ``val_rows`` form the validation split.
+
+        Parameters
+        ----------
+        val_rows : array-like of int
+            Indices into the train split; both the new train and the validation split keep
+            the rows' order. Per-training-row extras (keys ending in ``_train``, see the class
+            docstring) are split alike into their ``_val`` counterparts.
+
+        Returns
+        -------
+        MTLData
+            Not validated; ``provenance`` and ``extras`` are shallow copies.
+
+        Raises
+        ------
+        DatasetError
+            If the dataset already has a validation split, or an index is out of range or
+            repeated.
+        """
+        if self.has_validation:
+            raise DatasetError(f"dataset {self.name!r} already has a validation split; carve one "
+                               "from merged_validation() instead")
+        n = self.x_train.shape[0]
+        rows = np.asarray(val_rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= n or np.unique(rows).size != rows.size):
+            raise DatasetError(f"dataset {self.name!r}: val_rows must be distinct indices into "
+                               f"the {n} training rows; found {rows.tolist()[:10]}...")
+        is_val = np.zeros(n, dtype=bool)
+        is_val[rows] = True
+        keep, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+        extras = dict(self.extras)
+        for key in [k for k in self.extras if k.endswith("_train")]:
+            value = self.extras[key]
+            if _per_row(value, n):
+                extras[key] = _take(value, keep)
+                extras[key[: -len("_train")] + "_val"] = _take(value, val)
+        return dataclasses.replace(
+            self, x_train=self.x_train[keep], y_train=self.y_train[keep],
+            m_train=self.m_train[keep], x_val=self.x_train[val], y_val=self.y_train[val],
+            m_val=self.m_train[val], provenance=dict(self.provenance), extras=extras)
+
+    def merged_validation(self) -> MTLData:
+        """The whole training part as the train split: a copy whose train split is train + val
+        (the validation rows appended after the training rows) and that has no validation
+        split; what a final fit trains on once the choices are made on the validation split.
+
+        Per-training-row extras are joined alike (``"<name>_train"`` + ``"<name>_val"``; the
+        ``_val`` key is dropped). Without a validation split, a copy of the dataset. The test
+        split is the same arrays. ``provenance`` and ``extras`` are shallow copies.
+        """
+        if not self.has_validation:
+            return dataclasses.replace(self, provenance=dict(self.provenance),
+                                       extras=dict(self.extras))
+        n = self.x_train.shape[0]
+        extras = dict(self.extras)
+        for key in [k for k in self.extras if k.endswith("_train")]:
+            val_key = key[: -len("_train")] + "_val"
+            if val_key in extras and _per_row(self.extras[key], n):
+                extras[key] = _join(self.extras[key], extras.pop(val_key))
+        return dataclasses.replace(
+            self, x_train=np.concatenate([self.x_train, self.x_val]),
+            y_train=np.concatenate([self.y_train, self.y_val]),
+            m_train=np.concatenate([self.m_train, self.m_val]), x_val=None, y_val=None,
+            m_val=None, provenance=dict(self.provenance), extras=extras)
 
     def validate(self) -> MTLData:
         """Check shapes, dtypes, masks and finiteness; raise :class:`DatasetError` naming the
@@ -125,3 +211,23 @@ class MTLData(TaskList):
 
         validate_mtl_data(self)
         return self
+
+
+def _per_row(value: Any, n: int) -> bool:
+    """Whether an extra holds one row per sample of an ``n``-row split: an array of length
+    ``n`` or a non-empty dict of such arrays."""
+    if isinstance(value, dict):
+        return bool(value) and all(_per_row(v, n) for v in value.values())
+    return isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == n
+
+
+def _take(value: Any, rows: np.ndarray) -> Any:
+    if isinstance(value, dict):
+        return {k: _take(v, rows) for k, v in value.items()}
+    return value[rows]
+
+
+def _join(first: Any, second: Any) -> Any:
+    if isinstance(first, dict):
+        return {k: _join(v, second[k]) for k, v in first.items()}
+    return np.concatenate([first, second])

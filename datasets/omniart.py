@@ -13,7 +13,10 @@ Task types, unless ``tasks.json`` says otherwise: columns whose values are all 0
 Regression targets are standardized per task with training statistics;
 ``extras["task_target_scale"]`` / ``extras["task_target_offset"]`` ``(n_tasks,)`` map them back
 (not the scalar ``target_scale`` of one-unit datasets: columns here have different units).
-Without a split column, a seeded random ``test_fraction`` of the rows is the test set.
+Without a split column, a seeded random ``test_fraction`` of the rows is the test set. With
+``val_fraction > 0`` a seeded random share of the training rows (from a random stream of its own)
+becomes the validation split; the regression statistics are computed on the whole training part
+(train + val) first, so no target changes with ``val_fraction``.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ import os
 
 import numpy as np
 
+from .arrays import check_labels_left, validation_rows
 from .base import TASK_TYPES, DatasetError, TaskSpec
 from .celeba import resolve_root
 from .items import ImageFileItems, StreamedMTLData
-from .options import Int, Real, by_profile, check_option
+from .options import VAL_FRACTION, Int, Real, by_profile, check_option
 from .paths import sha256
 from .registry import register_dataset
 
@@ -46,6 +50,7 @@ def load_omniart(
     image_size: int = 32,
     test_fraction: float = 0.2,
     max_samples: int | None = None,
+    val_fraction: float = 0.0,
 ) -> StreamedMTLData:
     """Load an OmniArt-style directory (see the module docstring for the layout), streamed:
     images are decoded when an item is read, never all at once.
@@ -68,9 +73,18 @@ def load_omniart(
         Share of rows held out when there is no split column.
     max_samples : int, optional
         Cap on rows read; None takes the profile's default.
+    val_fraction : float
+        Share of the training rows (those not in the test split, whether the split column or
+        ``test_fraction`` chose it) held out as the validation split, in [0, 0.5]: a random
+        share (at least one row when > 0, always leaving one) drawn from
+        ``default_rng([seed, VAL_STREAM])``, so the subsample and the test split are the same
+        for every value. Regression offsets and scales use the whole training part (train +
+        val). 0 (default): no validation split; when > 0 ``provenance`` records
+        ``val_fraction`` and ``n_val``.
     """
     image_size = check_option("image_size", image_size, Int(4), "omniart")
     test_fraction = check_option("test_fraction", test_fraction, Real(0.01, 0.99), "omniart")
+    val_fraction = check_option("val_fraction", val_fraction, VAL_FRACTION, "omniart")
     cap = by_profile(max_samples, profile, 2000, None)
     folder = resolve_root(root, data_root, "omniart", REQUIRED, "omniart")
     csv_path = folder / "attributes.csv"
@@ -84,13 +98,15 @@ def load_omniart(
     rng = np.random.default_rng(seed)
     if cap is not None and len(rows) > check_option("max_samples", cap, Int(2), "omniart"):
         rows = [rows[i] for i in np.sort(rng.choice(len(rows), size=cap, replace=False))]
-    return _assemble(folder, rows, columns, rng, seed, test_fraction, image_size)
+    return _assemble(folder, rows, columns, rng, seed, test_fraction, image_size, val_fraction)
 
 
 def _assemble(folder, rows: list[dict[str, str]], columns: list[str], rng: np.random.Generator,
-              seed: int, test_fraction: float, image_size: int) -> StreamedMTLData:
+              seed: int, test_fraction: float, image_size: int,
+              val_fraction: float = 0.0) -> StreamedMTLData:
     """The validated dataset of :func:`load_omniart` from the CSV's (subsampled) ``rows``:
-    task types, the split (``rng`` draws it when there is no split column), targets."""
+    task types, the split (``rng`` draws it when there is no split column), targets, and the
+    validation rows carved out of the training rows when ``val_fraction > 0``."""
     csv_path = folder / "attributes.csv"
     overrides = _read_overrides(folder / "tasks.json")
     task_columns = [c for c in columns if c not in ("image", "split")]
@@ -101,8 +117,15 @@ def _assemble(folder, rows: list[dict[str, str]], columns: list[str], rng: np.ra
     y = np.where(m, y, 0.0).astype(np.float32)
     classification = any(s.type in ("binary", "multiclass") for s in specs)
     names = np.asarray([r["image"] for r in rows], dtype=object)
-    train, test = (ImageFileItems(folder / "images", list(names[sel]), y[sel], m[sel], image_size)
-                   for sel in (~is_test, is_test))
+    is_val = np.zeros(len(rows), dtype=bool)
+    if val_fraction > 0:
+        train_rows = np.flatnonzero(~is_test)
+        picked = validation_rows(train_rows.size, val_fraction, seed)
+        check_labels_left(m[train_rows], picked, [s.name for s in specs], val_fraction, "omniart")
+        is_val[train_rows[picked]] = True
+    train, test, val = (
+        ImageFileItems(folder / "images", list(names[sel]), y[sel], m[sel], image_size)
+        for sel in (~is_test & ~is_val, is_test, is_val))
     data = StreamedMTLData(
         name="omniart",
         train=train,
@@ -124,7 +147,10 @@ def _assemble(folder, rows: list[dict[str, str]], columns: list[str], rng: np.ra
             "task_target_scale": scale,
             "class_names": class_names,
         },
+        val=val if val_fraction > 0 else None,
     )
+    if val_fraction > 0:
+        data.provenance.update(val_fraction=val_fraction, n_val=len(val))
     return data.validate()
 
 

@@ -46,10 +46,12 @@ class Int:
 
 @dataclass(frozen=True)
 class Real:
-    """A finite number (int, float or numpy, not bool) in ``[minimum, maximum]``."""
+    """A finite number (int, float or numpy, not bool) in ``[minimum, maximum]``; ``hint``, when
+    given, ends the message (what the option means, how to fix it)."""
 
     minimum: float
     maximum: float | None = None
+    hint: str = ""
 
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` passes (returned as ``float(value)``)."""
@@ -62,7 +64,8 @@ class Real:
 
     def explain(self, option: str) -> str:
         upper = "" if self.maximum is None else f" and <= {self.maximum}"
-        return f"{option} must be a finite number >= {self.minimum}{upper}"
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{option} must be a finite number >= {self.minimum}{upper}{hint}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,12 @@ class OneOf:
 Rule = Int | Real | OneOf
 #: A split argument: the data's two splits.
 SPLIT = OneOf(("train", "test"), "allowed: {allowed}")
+#: A split argument that may also name the validation split (data loaded with val_fraction > 0).
+SPLIT_OR_VAL = OneOf(("train", "val", "test"), "allowed: {allowed}")
+#: ``val_fraction``, every loader's option: the share of the training part held out as the
+#: validation split.
+VAL_FRACTION = Real(0.0, 0.5, "the share of the training part held out for validation; "
+                    "0 for no validation split, e.g. val_fraction=0.2")
 
 
 def check_option(option: str, value: Any, rule: Rule, dataset: str | None = None) -> Any:

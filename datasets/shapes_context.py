@@ -13,7 +13,8 @@ Tasks read one factor of the target each; true groups = the factor read (4 group
 - ``task_set="mixed"``: the second task of each factor is multiclass instead: shape (3),
   colour (4), size (3), quadrant (4: top-left, top-right, bottom-left, bottom-right).
 
-Rendering is vectorized numpy (a few hundred ms for the quick sizes).
+Rendering is vectorized numpy (a few hundred ms for the quick sizes). With ``val_fraction > 0``
+a seeded random share of the training scenes becomes the validation split.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import carve_validation
 from .base import MTLData, TaskSpec
-from .options import Int, OneOf, by_profile, check_options
+from .options import VAL_FRACTION, Int, OneOf, by_profile, check_option, check_options
 from .registry import register_dataset
 
 SIZE = 32
@@ -49,6 +51,7 @@ def load_shapes_context(
     n_test: int | None = None,
     task_set: str = "binary",
     max_distractors: int = 3,
+    val_fraction: float = 0.0,
 ) -> MTLData:
     """Generate the scenes and their 8 tasks.
 
@@ -66,6 +69,13 @@ def load_shapes_context(
         Eight binary tasks, or four binary and four multiclass.
     max_distractors : int
         Each scene has 1..max_distractors distractors (0 allowed: no distractors).
+    val_fraction : float
+        Share of the ``n_train`` training scenes held out as the validation split, in
+        [0, 0.5]: a random share (at least one scene when > 0) drawn from
+        ``default_rng([seed, VAL_STREAM])``, so the scenes and the test split are the same for
+        every value (nothing is computed from training data). 0 (default): no validation
+        split; ``provenance["val_fraction"]`` records it when > 0, and
+        ``extras["factors_val"]`` holds the validation scenes' factors.
 
     Returns
     -------
@@ -83,7 +93,8 @@ def load_shapes_context(
         task_set=(task_set, OneOf(("binary", "mixed"))),
         max_distractors=(max_distractors, Int(0)),
     )
-    return _generate(seed, generator)
+    val_fraction = check_option("val_fraction", val_fraction, VAL_FRACTION, "shapes_context")
+    return carve_validation(_generate(seed, generator), val_fraction, seed, per_task=False)
 
 
 def _generate(seed: int, generator: dict[str, Any]) -> MTLData:

@@ -15,6 +15,11 @@ Every task has its OWN samples ``x ~ N(0, I)`` (each sample labelled for exactly
 (``||w_t||`` for standard normal inputs). Inputs are standardized with training statistics, and
 the targets globally (one offset and scale for all tasks; ``extras["target_scale"]`` and
 ``extras["target_offset"]`` map back to generator units).
+
+``val_fraction > 0`` carves a validation split out of the training samples *per task* (each task
+has its own samples, so this is one-dataset-per-task data: every task keeps the same share), from
+a random stream of its own; the statistics above are computed on the whole training part
+(train + val) first, so no array changes with ``val_fraction`` beyond the rows' move.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import one_task_splits, standardize
+from .arrays import carve_validation, one_task_splits, standardize
 from .base import MTLData, TaskSpec
-from .options import Int, OneOf, Real, check_options
+from .options import VAL_FRACTION, Int, OneOf, Real, check_option, check_options
 from .registry import register_dataset
 
 GENERATORS = ("kang", "overlap")
@@ -46,6 +51,7 @@ def load_synthetic(
     test_per_task: int = 100,
     noise: float = 0.1,
     task_spread: float = 0.1,
+    val_fraction: float = 0.0,
 ) -> MTLData:
     """Generate the synthetic grouped regression problem.
 
@@ -67,6 +73,13 @@ def load_synthetic(
     task_spread : float
         Std of each task's weight perturbation around its group's direction (weights have unit
         variance per coordinate); larger values blur the groups.
+    val_fraction : float
+        Share of each task's training samples held out as the validation split, in [0, 0.5]:
+        ``round(val_fraction * samples_per_task)`` per task, at least 1 when > 0 (and always
+        leaving one), drawn from ``default_rng([seed, VAL_STREAM])``. Standardization and the
+        target offset/scale use the whole training part (train + val). 0 (default): no
+        validation split. The test split never depends on it; ``provenance["val_fraction"]``
+        records it when > 0.
 
     Returns
     -------
@@ -87,7 +100,8 @@ def load_synthetic(
         noise=(noise, Real(0.0)),
         task_spread=(task_spread, Real(0.0)),
     )
-    return _generate(seed, options)
+    val_fraction = check_option("val_fraction", val_fraction, VAL_FRACTION, "synthetic")
+    return carve_validation(_generate(seed, options), val_fraction, seed, per_task=True)
 
 
 def _generate(seed: int, options: dict[str, Any]) -> MTLData:

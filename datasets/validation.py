@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 def validate_mtl_data(data: MTLData) -> None:
     """Raise :class:`DatasetError` if ``data`` is inconsistent.
 
-    Checks, in order: task specs; shapes (inputs ``(n, n_features)`` or ``(n, c, h, w)``,
+    The validation split (``x_val``, ``y_val``, ``m_val``: all three or none) passes the train
+    and test splits' checks, with the same messages naming its arrays. Checks, in order: task
+    specs; shapes (inputs ``(n, n_features)`` or ``(n, c, h, w)``,
     targets and masks ``(n, n_tasks)`` with ``n`` matching the inputs); dtypes (float32 inputs
     and targets, bool masks); finite inputs and finite targets (labelled or not: masked-out
     targets must be 0, never NaN, because ``nan * 0`` is still NaN in a masked loss); every task
@@ -31,15 +33,18 @@ def validate_mtl_data(data: MTLData) -> None:
     where = f"dataset {data.name!r}"
     _check_tasks(data.tasks, where)
     n_tasks = len(data.tasks)
-    for split in ("train", "test"):
+    splits = ("train", "test", *_val_split(data, where))
+    for split in splits:
         x, y, m = (getattr(data, f"{a}_{split}") for a in "xym")
         _check_split(x, y, m, split, n_tasks, where)
-    if data.x_train.shape[1:] != data.x_test.shape[1:]:
-        raise DatasetError(
-            f"{where}: x_train has sample shape {data.x_train.shape[1:]} but x_test has "
-            f"{data.x_test.shape[1:]}; train and test inputs must have the same per-sample shape"
-        )
-    for split in ("train", "test"):
+    for split in splits[1:]:
+        x = getattr(data, f"x_{split}")
+        if data.x_train.shape[1:] != x.shape[1:]:
+            raise DatasetError(
+                f"{where}: x_train has sample shape {data.x_train.shape[1:]} but x_{split} has "
+                f"{x.shape[1:]}; train and {split} inputs must have the same per-sample shape"
+            )
+    for split in splits:
         x, y, m = (getattr(data, f"{a}_{split}") for a in "xym")
         _check_finite_inputs(x, f"x_{split}", where)
         _check_targets(y, m, data.tasks, split, where)
@@ -51,14 +56,18 @@ def validate_mtl_data(data: MTLData) -> None:
 
 def validate_streamed(data, shapes: dict[str, tuple[int, ...]]) -> None:
     """The checks of :func:`validate_mtl_data` that need no inputs, for a
-    :class:`~.items.StreamedMTLData` whose first items have x shapes ``shapes`` per split: task
-    specs, labels (of splits that hold them in memory), groups and provenance."""
+    :class:`~.items.StreamedMTLData` whose first items have x shapes ``shapes`` per split
+    (``"val"`` too when it has a validation split): task specs, labels (of splits that hold them
+    in memory), groups and provenance."""
     where = f"dataset {data.name!r}"
     _check_tasks(data.tasks, where)
-    if shapes["train"] != shapes["test"]:
-        raise DatasetError(f"{where}: train items have x shape {shapes['train']} but test items "
-                           f"{shapes['test']}; train and test inputs must have the same shape")
-    for split in ("train", "test"):
+    splits = ("train", "test", *(("val",) if "val" in shapes else ()))
+    for split in splits[1:]:
+        if shapes["train"] != shapes[split]:
+            raise DatasetError(
+                f"{where}: train items have x shape {shapes['train']} but {split} items "
+                f"{shapes[split]}; train and {split} inputs must have the same shape")
+    for split in splits:
         if hasattr(getattr(data, split), "labels"):
             y, m = data.labels(split)
             for arr, label, dtype in ((y, f"y_{split}", np.float32), (m, f"m_{split}", np.bool_)):
@@ -72,6 +81,19 @@ def validate_streamed(data, shapes: dict[str, tuple[int, ...]]) -> None:
                 _check_labelled(m, data.tasks, where)
     _check_groups(data.groups, len(data.tasks), where)
     _check_provenance(data.provenance, where)
+
+
+def _val_split(data: MTLData, where: str) -> tuple[str, ...]:
+    """``("val",)`` when ``data`` has a validation split, ``()`` when it has none; raise when
+    only some of ``x_val``, ``y_val``, ``m_val`` are given."""
+    given = [a for a in ("x_val", "y_val", "m_val") if getattr(data, a, None) is not None]
+    if given and len(given) < 3:
+        missing = [a for a in ("x_val", "y_val", "m_val") if a not in given]
+        raise DatasetError(
+            f"{where}: {', '.join(given)} given but {', '.join(missing)} None; a validation "
+            "split needs x_val, y_val and m_val together (all None: no validation split)"
+        )
+    return ("val",) if given else ()
 
 
 def _check_tasks(tasks: list[TaskSpec], where: str) -> None:

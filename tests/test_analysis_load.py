@@ -227,8 +227,10 @@ def test_school_explained_variance_is_in_percent(tmp_path):
     cfg = make_config("school", "mtl", 0, overrides={"train.steps": 3, "train.threads": 1},
                       out=str(tmp_path / "school"))
     m = store.read_metrics(train(cfg, progress=False))
-    assert m.attrs["main_metric"] == "explained_variance"
+    assert m.attrs["main_metric"] == "pooled_explained_variance"
     assert m["explained_variance"].attrs["units"] == "%" == m["main"].attrs["units"]
+    assert m["pooled_explained_variance"].attrs["role"] == "run_metric"
+    assert float(m["main"]) == float(m["pooled_explained_variance"])
     assert "accuracy" not in m and "ndcg" not in m and "spearman" not in m
 
 

@@ -27,7 +27,7 @@ def test_tasks_students_and_one_label_per_student(school):
     assert school.m_train.sum() + school.m_test.sum() == 15362
     assert (school.m_train.sum(axis=1) == 1).all() and (school.m_test.sum(axis=1) == 1).all()
     assert {t.type for t in school.tasks} == {"regression"}
-    assert school.main_metric == "explained_variance" and school.groups is None
+    assert school.main_metric == "pooled_explained_variance" and school.groups is None
 
 
 @needs_file
@@ -105,20 +105,21 @@ def test_substitute_is_labelled_and_school_shaped(tmp_path):
 
 
 @needs_file
-def test_ridge_baselines_on_the_runs_split(school):
-    from selective_sharing.core.metrics import ridge_baselines
+def test_linear_baselines_fit_the_runs_training_rows_and_score_their_test_split(school):
+    """The pooled ridge by hand (scikit-learn, the chosen penalty, on every training row of the
+    runs' split) gives the stored pooled explained variance."""
+    from selective_sharing.core.linear import fit_linear
+    from selective_sharing.datasets import load_dataset
     from sklearn.linear_model import Ridge
 
-    found = ridge_baselines(school, alphas=(10.0,))
-    assert set(found) == {"ridge_per_school", "ridge_pooled"}
-    # the pooled baseline by hand: one ridge on every training row, scored per school
-    rows, cols = np.nonzero(school.m_train)
-    x_train, x_test = school.x_train.astype(float), school.x_test.astype(float)
-    model = Ridge(alpha=10.0).fit(x_train[rows], school.y_train[rows, cols].astype(float))
-    evs = []
-    for t in range(len(school.tasks)):
-        test = np.flatnonzero(school.m_test[:, t])
-        y = school.y_test[test, t].astype(float)
-        evs.append(100 * (1 - np.var(y - model.predict(x_test[test])) / np.var(y)))
-    assert found["ridge_pooled"] == pytest.approx(np.mean(evs), rel=1e-6)
-    assert np.isfinite(found["ridge_per_school"])
+    with_val = load_dataset("school", seed=0, val_fraction=0.2)
+    fit = fit_linear(with_val, "ridge_pooled")
+    rows, cols = np.nonzero(school.m_train)  # the runs' training rows: train + val
+    model = Ridge(alpha=fit.alpha).fit(school.x_train[rows].astype(float),
+                                       school.y_train[rows, cols].astype(float))
+    b, t = np.nonzero(school.m_test)
+    y = school.y_test[b, t].astype(float)
+    err = model.predict(school.x_test[b].astype(float)) - y
+    pooled = 100 * (1 - np.sum(err**2) / np.sum((y - y.mean()) ** 2))
+    assert fit.run_metrics["pooled_explained_variance"] == pytest.approx(pooled, rel=1e-6)
+    assert school.main_metric == "pooled_explained_variance"

@@ -40,8 +40,8 @@ def test_the_readme_table_of_grouping_events_matches_the_profiles() -> None:
     from selective_sharing.core import make_config
 
     rows = re.findall(r"^\| (\w+) \| (\d+), (\d+) \| (\d+), (\d+) \|$", README, flags=re.M)
-    assert {r[0] for r in rows} == {"synthetic", "school", "computer", "mnist_context",
-                                    "shapes_context"}
+    assert {r[0] for r in rows} == {"synthetic", "school", "computer", "computer_8",
+                                    "mnist_context", "shapes_context"}
     for name, *numbers in rows:
         for profile, steps, event in (("quick", *numbers[:2]), ("full", *numbers[2:])):
             cfg = make_config(name, "ss_similarity", 0, profile)

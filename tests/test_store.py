@@ -726,7 +726,8 @@ def test_metric_units_percent_for_explained_variance_and_main_follows_the_main_m
     assert ds["explained_variance"].attrs["units"] == "%" == ds["main"].attrs["units"]
     assert ds["rmse"].attrs["units"] == "1"
     assert METRIC_UNITS["explained_variance"] == "%" and set(METRIC_UNITS) == {
-        "rmse", "explained_variance", "accuracy", "ndcg", "spearman"
+        "rmse", "explained_variance", "accuracy", "ndcg", "spearman",
+        "pooled_explained_variance", "nmse", "pooled_rmse",
     }
     acc = store.encode_metrics(**{**_metrics_kwargs(), "metric_units": {"accuracy": "1"}})
     assert acc["main"].attrs["units"] == "1" and "units" not in acc["partition"].attrs

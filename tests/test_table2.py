@@ -28,6 +28,7 @@ from selective_sharing.analysis.table import (
 from selective_sharing.core import store
 from selective_sharing.core.config import ConfigError
 from selective_sharing.core.grid import GridError, Job, plan_grid, run_grid, summarize_outcomes
+from selective_sharing.core.linear import LINEAR_METHODS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "reproduce" / "table2.py"
 TINY = ["train.steps=30", "sharing.warmup_steps=10", "n_tasks=9", "samples_per_task=30"]
@@ -104,12 +105,17 @@ def test_grid_writes_all_runs_and_three_tables(grid: Path) -> None:
     assert set(_statuses(grid / "runs").values()) == {"complete"}
     assert len(_statuses(grid / "runs")) == 4
     csv = pd.read_csv(grid / "results" / "table2.csv")
-    assert list(csv["method"]) == METHODS and (csv["n_complete"] == 2).all()
+    # the linear baselines follow the trained methods on regression data
+    assert list(csv["method"]) == METHODS + list(LINEAR_METHODS)
+    assert (csv["n_complete"] == 2).all()
+    linear = store.read_manifest(grid / "runs" / "synthetic" / "ridge_pooled" / "seed0")
+    assert linear["trained_by"] == "linear_baseline"
+    assert linear["data_config"]["options"]["n_tasks"] == 9  # the runs' data, as overridden
     ss = store.read_metrics(grid / "runs" / "synthetic" / "ss_similarity" / "seed0")
     rnd = store.read_metrics(grid / "runs" / "synthetic" / "random_groups" / "seed0")
     assert int(rnd["n_groups"]) == int(ss["n_groups"]), "random_groups copies the ss groups"
     md = (grid / "results" / "table2.md").read_text()
-    assert "## synthetic (synthetic): rmse, lower is better" in md
+    assert "## synthetic (synthetic): RMSE (mean over tasks), lower is better" in md
     assert "\\begin{tabular}" in (grid / "results" / "table2.tex").read_text()
 
 
@@ -310,7 +316,7 @@ def test_table_statistics_direction_and_empty_cells(tmp_path: Path) -> None:
     _fake_run(tmp_path, "syn", "stl", 0, 1.0, groups=True, variant="substitute")
     mixed = summarize_runs(collect_runs(tmp_path, ["syn"], ["mtl", "stl"], [0, 1, 2]))
     assert set(mixed["variant"]) == {"MIXED substitute+synthetic"}
-    assert "## sch (real): explained_variance, higher is better" in md
+    assert "## sch (real): explained variance per task, mean (%), higher is better" in md
     assert "| oracle | n/a (no true groups) |" in md and "**2.333 ± 1.528**" in md
     for line in (ln for ln in md.splitlines() if ln.startswith("| ") and "method" not in ln):
         assert all(cell.strip() for cell in line.strip("|").split("|")), line

@@ -52,18 +52,29 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 def _metric_specs(metrics: Metrics) -> dict[str, VarSpec]:
-    """:data:`METRICS_VARS` plus one float64 ``(task,)`` spec per task metric, and ``main`` in
-    the main metric's units."""
+    """:data:`METRICS_VARS` plus one float64 ``(task,)`` spec per task metric, one float64
+    scalar spec per run metric, and ``main`` in the main metric's units."""
     specs = dict(METRICS_VARS)
-    for name in metrics.task_metrics:
+    kinds = [(n, ("task",), "per task") for n in metrics.task_metrics]
+    kinds += [(n, (), "over the whole test set") for n in (metrics.run_metrics or {})
+              if not n.startswith("val_")]
+    kinds += [(n, (), "on the validation split (task metrics: mean over tasks)")
+              for n in (metrics.run_metrics or {}) if n.startswith("val_")]
+    for name, dims, what in kinds:
         if not isinstance(name, str) or not name or "/" in name or name in [*specs, "task"]:
             raise ValueError(
-                f"task metric name {name!r} must be a non-empty str without '/' (a NetCDF "
-                f"variable name) and not one of {sorted(specs) + ['task']}"
+                f"metric name {name!r} must be a non-empty str without '/' (a NetCDF "
+                f"variable name), not one of {sorted(specs) + ['task']} and not both a task "
+                "and a run metric"
             )
         units = (metrics.metric_units or {}).get(name, "1")
-        specs[name] = VarSpec(("task",), np.dtype("float64"), units, f"test-set {name} per task")
-    specs["main"] = dataclasses.replace(specs["main"], units=specs[metrics.main_metric].units)
+        split = "validation" if name.startswith("val_") else "test-set"
+        specs[name] = VarSpec(dims, np.dtype("float64"), units, f"{split} {name} {what}")
+    specs["main"] = dataclasses.replace(
+        specs["main"], units=specs[metrics.main_metric].units,
+        description=(f"test-set {metrics.main_metric} over the whole test set"
+                     if metrics.main_metric in (metrics.run_metrics or {})
+                     else specs["main"].description))
     return specs
 
 
@@ -76,24 +87,31 @@ def encode_metrics(metrics: Metrics) -> xr.Dataset:
     """Final test metrics of a run.
 
     Each task metric becomes a float64 variable on ``task`` with attribute
-    ``role="task_metric"``; the partition is stored as ``partition``; ``main`` is the
-    NaN-ignoring mean over tasks of the main metric; ``adjusted_rand_index`` is omitted when
-    None. Global attributes: ``main_metric``, ``variant`` and, when given, ``method``, ``seed``
+    ``role="task_metric"``, each run metric a float64 scalar with ``role="run_metric"``; the
+    partition is stored as ``partition``; ``main`` is the run metric named ``main_metric`` when
+    there is one, else the NaN-ignoring mean over tasks of that task metric;
+    ``adjusted_rand_index`` is omitted when None. Global attributes: ``main_metric``, ``variant`` and, when given, ``method``, ``seed``
     and ``dataset`` (the dataset's name).
     """
     m = metrics
     coords = {"task": names_coord("task_names", m.task_names, "task")}
-    if m.main_metric not in m.task_metrics:
-        raise ValueError(f"main_metric={m.main_metric!r} must be one of {sorted(m.task_metrics)}")
+    run = dict(m.run_metrics or {})
+    if m.main_metric not in m.task_metrics and m.main_metric not in run:
+        raise ValueError(
+            f"main_metric={m.main_metric!r} must be one of {sorted([*m.task_metrics, *run])}")
     specs = _metric_specs(m)
     values = dict(m.task_metrics, n_parameters=m.n_parameters, partition=m.assignment)
+    values.update({n: float(v) for n, v in run.items()})
     values.update({n: getattr(m, n) for n in _SCALARS})
     if m.adjusted_rand_index is not None:
         values["adjusted_rand_index"] = m.adjusted_rand_index
-    values["main"] = _nanmean(np.asarray(m.task_metrics[m.main_metric], dtype=np.float64))
+    values["main"] = (run[m.main_metric] if m.main_metric in run else
+                      _nanmean(np.asarray(m.task_metrics[m.main_metric], dtype=np.float64)))
     variables = build_variables(specs, values, {"task": coords["task"].size})
     for name in m.task_metrics:
         variables[name].attrs["role"] = "task_metric"
+    for name in run:
+        variables[name].attrs["role"] = "run_metric"
     attrs: dict[str, object] = {"main_metric": m.main_metric, "variant": as_str("variant", m.variant)}
     for name, check in (("method", as_str), ("seed", as_int), ("dataset", as_str)):
         if getattr(m, name) is not None:
@@ -105,11 +123,13 @@ def decode_metrics(ds: xr.Dataset) -> Metrics:
     """Invert :func:`encode_metrics` (``metric_units`` as stored; ``"1"`` where a file written
     before units existed has none)."""
     task = [str(n) for n, v in ds.data_vars.items() if v.attrs.get("role") == "task_metric"]
+    run = [str(n) for n, v in ds.data_vars.items() if v.attrs.get("role") == "run_metric"]
     a = ds.attrs
     return Metrics(
         task_names=_task_names(ds),
         task_metrics={n: np.array(ds[n].values, dtype=np.float64, copy=True) for n in task},
-        metric_units={n: str(ds[n].attrs.get("units", "1")) for n in task},
+        metric_units={n: str(ds[n].attrs.get("units", "1")) for n in [*task, *run]},
+        run_metrics={n: float(ds[n]) for n in run} or None,
         main_metric=str(a["main_metric"]),
         assignment=_array(ds, "partition", METRICS_VARS["partition"]),
         wall_time_s=float(ds["wall_time_s"]),

@@ -132,8 +132,11 @@ class Metrics(Record):
     (NaN where undefined for a task), in file order; ``metric_units`` gives their units
     (missing: ``"1"``). ``assignment`` (T,) is the final partition. ``adjusted_rand_index``
     is None where the run has no true groups; ``method``, ``seed`` and ``dataset`` are None
-    where the writer did not give them. The stored ``main`` (NaN-ignoring mean of the main
-    metric over tasks) is derived, so it is not a field.
+    where the writer did not give them. ``run_metrics`` maps each metric computed over the whole
+    test set (pooled over tasks, e.g. School's pooled explained variance) to its value; None or
+    empty where the run has none (files written before they existed). The stored ``main`` is
+    derived, so it is not a field: the run metric named ``main_metric`` when there is one, else
+    the NaN-ignoring mean of the task metric over tasks.
     """
 
     task_names: tuple[str, ...]
@@ -153,6 +156,7 @@ class Metrics(Record):
     method: str | None = None
     seed: int | None = None
     dataset: str | None = None
+    run_metrics: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True, eq=False)
