@@ -315,8 +315,9 @@ def collect(runs: Path, datasets, seeds, variants, extra) -> tuple[list[dict], l
                 rows.append({
                     "dataset": d, "row": v.row, "variant": v.key, "label": v.label,
                     "method": v.method,
-                    "overrides": " ".join(f"{k}={json.dumps(list(x) if isinstance(x, tuple) else x)}"
-                                          for k, x in ov.items()) or "(defaults)",
+                    "overrides": " ".join(
+                        f"{k}={json.dumps(list(x) if isinstance(x, tuple) else x)}"
+                        for k, x in ov.items()) or "(defaults)",
                     "seed": s, "run": str(run), "paired_mtl": v.paired,
                     "mtl_accuracy": float(m["main"]),
                     "mtl_parameters": int(m["n_parameters"]), **r,
@@ -336,6 +337,12 @@ def _pm(values) -> str:
 
 def _per_seed(values, fmt: str) -> str:
     return " / ".join(format(x, fmt) for x in values)
+
+
+def _same(rows: list[dict], key: str) -> str:
+    """The value when every seed has the same, else the values per seed."""
+    values = [r[key] for r in rows]
+    return f"{values[0]:,}" if len(set(values)) == 1 else " / ".join(f"{v:,}" for v in values)
 
 
 def reaches(rows: list[dict], key: str, datasets, seeds) -> bool:
@@ -391,8 +398,8 @@ def report(rows: list[dict], missing: list[str], datasets, seeds, variants, extr
                 f"| {v.row} | {v.label}{seeds_note} | {_pm(acc)} | {_per_seed(diff, '+.4f')} | "
                 f"{np.mean(diff):+.4f} | {ari} | "
                 f"{_per_seed([r['groups'] for r in mine], 'd')} | "
-                f"{mine[0]['parameters']:,} ({mine[0]['mtl_parameters']:,}) | "
-                f"{mine[0]['estimator_parameters']:,} | {merge} | "
+                f"{_same(mine, 'parameters')} ({_same(mine, 'mtl_parameters')}) | "
+                f"{_same(mine, 'estimator_parameters')} | {merge} | "
                 f"{_per_seed([r['pre_loss'] for r in mine], '.3f')} | "
                 f"{_per_seed([r['peak_loss'] for r in mine], '.3f')} | {rec} | "
                 f"{_per_seed([r['final_train_loss'] for r in mine], '.3f')} |")
@@ -410,7 +417,13 @@ def report(rows: list[dict], missing: list[str], datasets, seeds, variants, extr
         tot = sum(1 for r in rows if r["variant"] == v.key)
         fewer = all(r["parameters"] < r["mtl_parameters"] for r in rows if r["variant"] == v.key)
         lines.append(f"- {v.label}: {'**yes**' if ok else 'no'} (below mtl on {neg} of {tot} "
-                     f"(dataset, seed) pairs; fewer parameters: {'yes' if fewer else 'no'})")
+                     f"(dataset, seed) pairs; fewer parameters on every run: "
+                     f"{'yes' if fewer else 'no'})")
+    for d in datasets:
+        alone = [v.label for v in variants if v.method != "mtl"
+                 and reaches([r for r in rows if r["dataset"] == d], v.key, [d], seeds)]
+        lines.append(f"- on {d} alone, rows that reach it: "
+                     + ("; ".join(alone) if alone else "none"))
     wide = {(r["dataset"], r["seed"]): r for r in rows if r["variant"] == "mtl_wide"}
     pairs = [(r, wide[(r["dataset"], r["seed"])]) for r in rows
              if r["variant"] == "ss_wide" and (r["dataset"], r["seed"]) in wide]
