@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from .config import METHODS, PROFILES, ConfigError, make_config
 
 
-def _parse_set(items: Sequence[str]) -> dict[str, str]:
+def parse_set(items: Sequence[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as a dict of strings (later items win); a malformed item
+    raises :class:`ConfigError` naming it. One parser for every command and reproduce/ script."""
     out = {}
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"invalid --set {item!r}: expected key=value, e.g. distance=cosine")
-        key, value = item.split("=", 1)
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"invalid --set {item!r}: expected KEY=VALUE, e.g. train.steps=30")
         out[key.strip()] = value.strip()
     return out
 
@@ -98,7 +100,7 @@ def summarize(run_dir: str) -> str:
 
 
 def _train_command(args: argparse.Namespace) -> None:
-    overrides = _parse_set(args.overrides)
+    overrides = parse_set(args.overrides)
     if args.data_root:
         overrides["data.data_root"] = args.data_root
     if args.allow_substitute:
@@ -119,7 +121,7 @@ def _train_command(args: argparse.Namespace) -> None:
 def _config_command(args: argparse.Namespace) -> None:
     from .config import describe_keys
 
-    rows = describe_keys(args.dataset, args.method, args.profile, _parse_set(args.overrides))
+    rows = describe_keys(args.dataset, args.method, args.profile, parse_set(args.overrides))
     width = max(len(k) for k, _, _ in rows)
     print(f"# {args.method} on {args.dataset}, profile {args.profile}: every --set key, its "
           "value, and what it accepts")
@@ -131,7 +133,7 @@ def _config_command(args: argparse.Namespace) -> None:
 def _counterfactual(items: Sequence[str]) -> dict:
     from .config import _coerce
 
-    return {k: _coerce(v) for k, v in _parse_set(items).items()}
+    return {k: _coerce(v) for k, v in parse_set(items).items()}
 
 
 def _explain_command(args: argparse.Namespace) -> None:

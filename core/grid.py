@@ -118,7 +118,7 @@ def plan_grid(
                         ref if needs else None,
                     )
                 )
-    _check_configs(jobs)
+    check_configs(jobs)
     return jobs
 
 
@@ -133,7 +133,7 @@ def _flat(config: dict, prefix: str = "") -> dict[str, Any]:
     return {k: v for k, v in out.items() if k not in _IGNORED_KEYS}
 
 
-def _check_configs(jobs: Sequence[Job]) -> None:
+def check_configs(jobs: Sequence[Job]) -> None:
     """Validate every job's config before anything trains (a bad override fails in seconds),
     and refuse to reuse a complete run whose config differs from the one asked for."""
     stale = []

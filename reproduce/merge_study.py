@@ -58,8 +58,9 @@ from typing import Any
 import numpy as np
 
 from selective_sharing.core import store
-from selective_sharing.core.config import ConfigError, make_config
-from selective_sharing.core.grid import Job, job_config, run_job, status_of
+from selective_sharing.core.cli import parse_set
+from selective_sharing.core.config import ConfigError
+from selective_sharing.core.grid import GridError, Job, check_configs, run_job, status_of
 from selective_sharing.core.profiles import profile_defaults
 
 DATASETS = ("mnist_context", "shapes_context")
@@ -131,16 +132,6 @@ BY_KEY = {v.key: v for v in VARIANTS}
 # --- planning and training ------------------------------------------------------------------
 
 
-def _parse_set(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"invalid --set {item!r}: expected KEY=VALUE, e.g. train.steps=30")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def base_steps(dataset: str, extra: dict[str, Any]) -> int:
     """``train.steps`` of the default runs: the profile's, or the one ``--set`` gives."""
     return int(extra.get("train.steps", profile_defaults(dataset, PROFILE)["train"]["steps"]))
@@ -156,35 +147,6 @@ def plan(runs: Path, datasets, seeds, variants, extra: dict[str, Any]) -> list[J
     return [Job(d, v.method, int(s), PROFILE, str(runs / d / v.key / f"seed{s}"),
                 run_overrides(v, d, extra))
             for v in variants for d in datasets for s in seeds]
-
-
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in json.loads(json.dumps(tree, default=str)).items():
-        if isinstance(value, dict) and key != "options":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def check_reuse(jobs: list[Job]) -> None:
-    """Build every config (a bad override fails before anything trains) and refuse a complete
-    run made with another config than the one asked for (it would be reused silently)."""
-    stale = []
-    for job in jobs:
-        config = job_config(job)
-        if status_of(job.run_dir) != "complete":
-            continue
-        found = _flat(store.read_manifest(job.run_dir)["config"])
-        wanted = _flat(config.to_dict())
-        keys = sorted(k for k in found.keys() & wanted.keys()
-                      if found[k] != wanted[k] and k not in ("train.threads",))
-        if keys:
-            stale.append(f"{job.run_dir} (differs in {', '.join(keys[:4])})")
-    if stale:
-        raise ConfigError(f"{len(stale)} complete run(s) were made with another config, e.g. "
-                          f"{stale[0]}; pass another --runs or delete them")
 
 
 def others_running(pattern: str | None) -> bool:
@@ -478,12 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        extra = _parse_set(args.overrides)
+        extra = parse_set(args.overrides)
         keys = set(args.variants) | {BY_KEY[k].paired for k in args.variants}
         variants = [v for v in VARIANTS if v.key in keys]
         jobs = plan(Path(args.runs), args.datasets, args.seeds, variants, extra)
-        check_reuse(jobs)
-    except ConfigError as err:
+        check_configs(jobs)
+    except (ConfigError, GridError) as err:
         sys.exit(f"error: {err}")
     wall = None
     if not args.report_only:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from selective_sharing.analysis.table import collect_runs, summarize_runs, write_table
-from selective_sharing.core.cli import add_set_option
+from selective_sharing.core.cli import add_set_option, parse_set
 from selective_sharing.core.config import METHODS, PROFILES, ConfigError
 from selective_sharing.core import store
 from selective_sharing.core.linear import (
@@ -136,16 +136,6 @@ def method_overrides(
     return {"baseline.affinity_steps": warmup, "baseline.affinity_every": max(1, warmup // 3)}
 
 
-def _parse_set(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"invalid --set {item!r}: expected KEY=VALUE, e.g. train.steps=30")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python reproduce/table2.py", description=__doc__.split("\n")[0]
@@ -176,12 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 NOTES = (
     (
-        "Mean ± sample std (ddof=1) over complete seeds. The dataset's variant (real / substitute / "
-        "synthetic) follows its name."
+        "Mean ± sample std (ddof=1) over complete seeds. The dataset's variant (real / "
+        "substitute / synthetic) follows its name."
     ),
     (
-        "Best per column in bold: the main metric in its direction, fewest parameters, highest ARI, "
-        "fewest backward passes, shortest wall time (ties at display precision are all bold)."
+        "Best per column in bold: the main metric in its direction, fewest parameters, highest "
+        "ARI, fewest backward passes, shortest wall time (ties at display precision are all "
+        "bold)."
     ),
     (
         "ARI: adjusted Rand index of the final groups against the true groups. random_groups, "
@@ -321,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.seeds is not None and args.seeds < 1:
             raise ConfigError(f"invalid --seeds {args.seeds}: a positive integer")
-        extra = _parse_set(args.overrides)
+        extra = parse_set(args.overrides)
         jobs = [job for d in args.datasets for job in plan_grid(
             [d], args.methods, range(seeds_for(args, d)), args.profile, args.runs,
             lambda d, m: {**method_overrides(args.profile, d, m, extra), **extra})]
