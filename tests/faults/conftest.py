@@ -103,6 +103,17 @@ def _restore_torch_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _no_child_outlives_its_test():
+    """A test that fails while its :class:`FaultChild` waits at the fault point would leave the
+    child paused forever (an orphan once pytest exits): kill every child still running."""
+    yield
+    while FaultChild.started:
+        child = FaultChild.started.pop()
+        if child.proc.poll() is None:
+            child.kill()
+
+
 @dataclass
 class Reference:
     """The uninterrupted tiny run and the ordered run-relative paths of its atomic writes."""
@@ -203,6 +214,9 @@ class FaultChild:
     reports it). ``wrap`` prefixes the command (e.g. ``unshare``).
     """
 
+    #: Children started and not yet reaped by the autouse fixture that kills leftovers.
+    started: list[FaultChild] = []
+
     def __init__(
         self,
         run: Path,
@@ -231,6 +245,7 @@ class FaultChild:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        FaultChild.started.append(self)
 
     def wait_paused(
         self,
