@@ -129,8 +129,18 @@ def _same(a: object, b: object) -> bool:
 
 
 def compare_events(new: EventResult, old: EventResult) -> list[str]:
-    """Names of the EventResult fields in which ``new`` and ``old`` differ (exact comparison)."""
+    """Names of the EventResult fields in which ``new`` and ``old`` differ (exact comparison).
+
+    ``null_test`` (the permutation null's record) is compared key by key, e.g.
+    ``"null_test[p_value]"``; ``"null_test"`` when only one of them ran the test.
+    """
     bad = [n for n in FIELDS if not _same(getattr(new, n), getattr(old, n))]
+    a, b = getattr(new, "null_test", None), getattr(old, "null_test", None)
+    if (a is None) != (b is None):
+        bad.append("null_test")
+    elif a is not None:
+        bad += [f"null_test[{k}]" for k in sorted(set(a) | set(b))
+                if k not in a or k not in b or not _same(a[k], b[k])]
     for kind in ("distances", "silhouettes"):
         a, b = getattr(new, kind), getattr(old, kind)
         bad += [

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ..core.grouping import EventResult, GroupingConfig
+from ..core.grouping.null import null_quantiles
 from .events import RunLike, grouping_config, read_events
-from .stories import STORIES, distance_choice, stability
+from .stories import STORIES, distance_choice, stability, verdict_text
 
 __all__ = ["Explanation", "explain"]
 
@@ -54,7 +55,9 @@ class Explanation:
         height at which they join), ``threshold`` (the cut), ``gap`` (how far the pair missed
         the rule: ``condition - threshold`` for ``similarity``, ``threshold - condition`` for
         ``variance``; <= 0 means the rule put them together), ``proposed_together``,
-        ``streak``, ``patience``, ``merged``.
+        ``streak``, ``patience``, ``merged``; at events that ran the permutation null
+        (``null="permutation"``) also ``null_p``, ``null_alpha``, ``null_statistic``,
+        ``null_samples`` and ``null_q95`` (the null's 95% quantile).
     strategy : str or None
     deciding_event, deciding_step : int or None
         The merge event, or the nearest miss of a pair that never merged.
@@ -156,6 +159,11 @@ def _row(index: int, step: int, r: EventResult, cfg: GroupingConfig, a: int, b: 
     row.update(streak=int(r.streak_after[a, b]), patience=cfg.patience)
     row.update(merged=bool(r.assignment_after[a] == r.assignment_after[b]))
     row.update(n_entities=r.n_entities_before, min_silhouette=cfg.min_silhouette)
+    null = getattr(r, "null_test", None)
+    if null is not None:
+        row.update(null_p=null["p_value"], null_alpha=null["alpha"],
+                   null_statistic=null["statistic"], null_samples=null["samples"],
+                   null_q95=null_quantiles(null)[0.95])
     if cfg.strategy == "kmeans" and r.membership.shape[1]:
         row.update(cluster_a=int(np.argmax(r.membership[ea])))
         row.update(cluster_b=int(np.argmax(r.membership[eb])))
@@ -173,12 +181,17 @@ def _rule(row: dict) -> str:
         if math.isnan(t):
             if row["n_entities"] <= 2:
                 return text + "; two entities and no fixed threshold: no cut exists, none merge"
+            if not math.isnan(row.get("null_p", math.nan)):
+                return text + "; no cut was made: " + null_sentence(row)
             return (
                 text + f"; no cut was made: best silhouette {row['silhouette']:.3f} < "
                 f"min_silhouette {row['min_silhouette']}"
             )
         op = "<=" if c <= t else ">"
-        return text + f"; they join the average-linkage tree at height {c:.4f} {op} cut {t:.4f}"
+        text += f"; they join the average-linkage tree at height {c:.4f} {op} cut {t:.4f}"
+        if not math.isnan(row.get("null_p", math.nan)):
+            text += "; the cut was made: " + null_sentence(row)
+        return text
     if row["strategy"] == "variance":
         if math.isnan(t):
             return text + "; no threshold applies (fewer than two live entities)"
@@ -187,6 +200,26 @@ def _rule(row: dict) -> str:
         ka, kb = row.get("cluster_a"), row.get("cluster_b")
         return f"dominant factor clusters {ka} and {kb} (membership condition {c:.4f})"
     return text + f"; condition {c:.4f} vs threshold {t:.4f}"
+
+
+def null_sentence(row: dict) -> str:
+    """The permutation null's verdict at one event (:func:`.stories.verdict_text`), from the
+    ``null_*`` values of its row: ``merged because p = 0.01 <= 0.05 (best-cut silhouette 0.21
+    against a null of 200 shuffles, 95% quantile 0.16)``. The null keeps the run's own
+    distance distribution and destroys only block structure.
+
+    Parameters
+    ----------
+    row : dict
+        A row of ``Explanation.data`` with ``null_p``, ``null_alpha``, ``null_statistic``,
+        ``null_samples`` and ``null_q95`` (the event ran the test).
+
+    Returns
+    -------
+    str
+    """
+    return verdict_text(row["null_p"], row["null_alpha"], row["null_statistic"],
+                        row["null_samples"], row["null_q95"])
 
 
 def _outcome(row: dict) -> str:

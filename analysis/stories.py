@@ -50,10 +50,55 @@ def _tree(d: np.ndarray) -> np.ndarray:
     return linkage(squareform(d, checks=False), method="average")
 
 
+def null_verdict(null: dict) -> str:
+    """The edge-permutation null's verdict on an event's best cut, in words: ``merged because
+    p = 0.01 <= 0.05 (best-cut silhouette 0.21 against a null of 200 shuffles, 95% quantile
+    0.16)`` or ``left apart because p = ... > ...``. The null keeps the run's own distance
+    distribution and destroys only block structure.
+
+    Parameters
+    ----------
+    null : dict
+        ``EventResult.null_test``.
+
+    Returns
+    -------
+    str
+    """
+    q95 = float(np.quantile(np.asarray(null["silhouettes"], dtype=np.float64), 0.95))
+    return verdict_text(
+        float(null["p_value"]), float(null["alpha"]), float(null["statistic"]),
+        int(null["samples"]), q95,
+    )  # fmt: skip
+
+
+def verdict_text(p: float, alpha: float, statistic: float, samples: int, q95: float) -> str:
+    """:func:`null_verdict` from its numbers: p-value, level, best-cut silhouette, number of
+    shuffles and the null's 95% quantile.
+
+    Parameters
+    ----------
+    p, alpha, statistic : float
+    samples : int
+    q95 : float
+
+    Returns
+    -------
+    str
+    """
+    verdict = (f"merged because p = {p:.3g} <= {alpha:g}" if p <= alpha
+               else f"left apart because p = {p:.3g} > {alpha:g}")
+    return (
+        f"{verdict} (best-cut silhouette {statistic:.3f} against a null of {int(samples)} "
+        f"shuffles, 95% quantile {q95:.3f})"
+    )
+
+
 def distance_choice(r: EventResult, cfg: GroupingConfig, facts: dict) -> str:
     chosen, sil = r.chosen_distance, r.silhouettes
     facts.update(chosen_distance=chosen, silhouettes={k: float(v) for k, v in sil.items()})
-    uses_floor = cfg.strategy == "similarity" and cfg.threshold is None
+    null = getattr(r, "null_test", None)
+    uses_floor = cfg.strategy == "similarity" and cfg.threshold is None and null is None
     facts["min_silhouette"] = float(cfg.min_silhouette) if uses_floor else None
 
     def s(name: str) -> str:
@@ -90,6 +135,12 @@ def distance_choice(r: EventResult, cfg: GroupingConfig, facts: dict) -> str:
             text += "."
         else:
             text += f"{chosen}'s {s(chosen)} does not, so no cut was made and nothing merged."
+    elif cfg.strategy == "similarity" and null is not None:
+        text += (
+            " No silhouette floor applies: the best cut is tested against an edge-permutation "
+            "null (the distance matrix's off-diagonal values shuffled: the run's own distance "
+            f"distribution without its block structure): {null_verdict(null)}."
+        )
     elif cfg.strategy == "similarity":
         text += (
             f" No silhouette floor applies: the tree is cut at the fixed threshold "
@@ -121,6 +172,10 @@ def _where_the_cut_lies(r, cfg, d: np.ndarray, facts: dict) -> str:
         if n <= 2:
             return ("Where the cut lies: nowhere. With two entities no cut has a silhouette, and "
                     "without a fixed threshold nothing merges.")
+        if getattr(r, "null_test", None) is not None:
+            return ("Where the cut lies: nowhere. The best cut was "
+                    f"{null_verdict(r.null_test)}: the distances show no more group structure "
+                    "than shuffles of themselves, so nothing merged.")
         return (f"Where the cut lies: nowhere. The best cut's silhouette "
                 f"{r.silhouettes[dist]:.3f} is below the floor {cfg.min_silhouette}: the "
                 "distances show no group structure worth acting on, so nothing merged.")
@@ -207,7 +262,12 @@ def _what_would_change_it(r, cfg, row, names, merged, facts) -> list[str]:
             change += f"; a cut at or above {nh:.4f} would also have taken in {_label(other)}"
         else:
             out.append("Margin: their group holds every task; there is no other group.")
-        if cfg.threshold is None:
+        if cfg.threshold is None and getattr(r, "null_test", None) is not None:
+            change += (
+                f"; and with null_alpha below p = {r.null_test['p_value']:.3g} no cut would "
+                "have been made at all"
+            )
+        elif cfg.threshold is None:
             change += (
                 f"; and with a floor min_silhouette above {r.silhouettes[dist]:.3f} no cut would "
                 "have been made at all"

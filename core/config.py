@@ -223,6 +223,16 @@ class RunConfig:
         if self.is_selective and sh.warmup_steps >= self.train.steps:
             raise invalid("warmup_steps", sh.warmup_steps,
                           f"smaller than train.steps={self.train.steps}, or no event ever fires")
+        g = self.grouping
+        if g.null == "permutation" and g.distance == "auto":
+            # The test sees the chosen distance only, not the choice between the candidates:
+            # with auto, 12/30 structure-free calibration runs merged (cosine: 0/30). Replays
+            # may still ask for it (analysis counterfactuals build a GroupingConfig only).
+            raise ConfigError(
+                "invalid grouping.null='permutation' with grouping.distance='auto': the "
+                "permutation null is calibrated for one fixed distance (with 'auto' it merged "
+                "12 of 30 structure-free calibration runs, with 'cosine' none); set "
+                "grouping.distance=cosine (or another single distance)")
 
     @property
     def is_selective(self) -> bool:

@@ -234,6 +234,9 @@ ALTERNATIVES = {
     "min_groups": [5],
     "patience": [3],
     "strategy": ["variance"],
+    "null": ["permutation"],
+    "null_samples": [1, 5],
+    "null_alpha": [0.5, 0.999],
 }
 
 

@@ -23,6 +23,9 @@ from .constraints import (
     check_fields,
 )
 
+#: Values of GroupingConfig.null: no test (the min_silhouette floor) or the edge-permutation null.
+NULLS = ("none", "permutation")
+
 #: Factors kept per entity (GroupingConfig.rank; factorize checks its ``rank`` argument with it).
 RANK = Interval(int, 1, text="a positive integer (e.g. 4)")
 
@@ -77,10 +80,30 @@ class GroupingConfig:
         Never fewer groups (entities) than this, >= 1.
     patience : int
         A merge happens only after its condition held in this many consecutive events, >= 1.
+    null : str
+        How ``similarity`` with the silhouette-best cut decides whether the best cut is worth
+        merging. ``"none"`` (default): merge when its silhouette reaches ``min_silhouette``.
+        ``"permutation"``: an edge-permutation test (:mod:`.null`): merge when the best cut's
+        silhouette is significant at level ``null_alpha`` against ``null_samples`` shuffles of
+        the chosen distance matrix's off-diagonal values; ``min_silhouette`` is not applied.
+        The null keeps the run's own distance distribution and destroys only the block
+        structure, so it needs no threshold tuned on other data (README, "Does the floor
+        transfer?"). Ignored by the other strategies and under a fixed ``threshold``. Use it
+        with ``distance="cosine"`` (a training config refuses it with ``"auto"``; a replay's
+        counterfactual may still ask): the test sees only the chosen distance, not the choice
+        among ``auto_candidates``; on the 60 calibration runs of ``reproduce/calibration.py``
+        (seeds 0-4) it merged 0/30 structure-free runs with cosine but 12/30 with ``auto``
+        (where the subspace distance won).
+    null_samples : int
+        B, the number of shuffles of the permutation null, >= 1 (the smallest p-value it can
+        give is 1 / (B + 1)).
+    null_alpha : float
+        Level of the permutation test, in (0, 1): merge iff p <= ``null_alpha``.
     kmeans_max_k : int
         Upper bound of K for the pooled k-means over factors (K chosen by silhouette), >= 2.
     seed : int
-        Seeds k-means. Everything else is deterministic.
+        Seeds k-means and the shuffles of the permutation null. Everything else is
+        deterministic.
     """
 
     strategy: str = "similarity"
@@ -94,6 +117,9 @@ class GroupingConfig:
     patience: int = 1
     kmeans_max_k: int = 8
     seed: int = 0
+    null: str = "none"
+    null_samples: int = 200
+    null_alpha: float = 0.05
 
     # Checked in this order by __post_init__; the first bad field is the one reported.
     CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
@@ -108,10 +134,15 @@ class GroupingConfig:
         "min_groups": POSITIVE_INT,
         "patience": POSITIVE_INT,
         "kmeans_max_k": Interval(int, 2),
+        "null": Options(NULLS),
+        "null_samples": Interval(int, 1, text="a positive number of shuffles (e.g. 200)"),
+        "null_alpha": Interval(
+            float, 0, 1, closed="neither", text="a test level in (0, 1) (e.g. 0.05)"
+        ),
     }
 
     def __post_init__(self) -> None:
         check_fields(self, self.CONSTRAINTS)
 
 
-__all__ = ["RANK", "ConfigError", "GroupingConfig"]
+__all__ = ["NULLS", "RANK", "ConfigError", "GroupingConfig"]

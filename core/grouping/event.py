@@ -29,6 +29,7 @@ from .distances import RULE1_DISTANCES, finalize_distances
 from .factorize import clean_summed, factorize_clean
 from .guards import apply_guards
 from .hysteresis import apply_patience, update_streak
+from .null import permutation_null, window_key
 from .partition import canonical, compose
 from .protocols import Proposal, StrategyInput, Window
 from .registry import DISTANCES, STRATEGIES
@@ -112,12 +113,34 @@ class _PooledKMeans:
         return self()[2]
 
 
+def null_applies(config: GroupingConfig, n_entities: int) -> bool:
+    """Whether an event with ``config`` and ``n_entities`` entities runs the permutation null:
+    ``null="permutation"``, strategy ``similarity`` with the silhouette-best cut (no
+    ``threshold``) and E >= 3 (with fewer no cut has a silhouette and nothing merges).
+
+    Parameters
+    ----------
+    config : GroupingConfig
+    n_entities : int
+
+    Returns
+    -------
+    bool
+    """
+    return (
+        config.null == "permutation" and config.strategy == "similarity"
+        and config.threshold is None and n_entities >= 3
+    )  # fmt: skip
+
+
 def _strategy_input(
-    window: Window, membership: np.ndarray | Callable[[], np.ndarray], rule: int
+    window: Window, membership: np.ndarray | Callable[[], np.ndarray], rule: int, key: int | None
 ) -> StrategyInput:
     """Every candidate distance with its tree and silhouette-best cut, and the chosen one: the
     distance whose best cut scores higher (strictly: ties keep the earlier candidate).
-    ``membership``: the array, or a callable computing it when first read."""
+    ``membership``: the array, or a callable computing it when first read. ``key``: the
+    window's :func:`.null.window_key` where :func:`null_applies` (the permutation null of the
+    chosen distance's best cut is then computed), else None."""
     config = window.config
     names = config.auto_candidates if config.distance == "auto" else (config.distance,)
     distances = {name: _distance(name, window, rule) for name in names}
@@ -133,10 +156,18 @@ def _strategy_input(
     for name in names[1:]:
         if cuts[name].silhouette > cuts[chosen].silhouette:
             chosen = name
+    null_test = None
+    if key is not None:
+        null_test = permutation_null(
+            distances[chosen], cuts[chosen].silhouette, samples=config.null_samples,
+            alpha=config.null_alpha, seed=config.seed, key=key, min_groups=config.min_groups,
+            max_group_size=config.max_group_size, sizes=window.sizes,
+        )  # fmt: skip
     shared = {f.name: getattr(window, f.name) for f in fields(Window)}
     return StrategyInput(
-        **shared, distances=distances, trees=trees, cuts=cuts, chosen=chosen, membership=membership
-    )
+        **shared, distances=distances, trees=trees, cuts=cuts, chosen=chosen,
+        membership=membership, null_test=null_test,
+    )  # fmt: skip
 
 
 def _propose(given: StrategyInput) -> Proposal:
@@ -165,7 +196,8 @@ def _decide(
     kmeans = _PooledKMeans(window)
     if record:  # in the order the decision always ran it (the result does not depend on it)
         kmeans()
-    given = _strategy_input(window, kmeans.membership, rule)
+    key = window_key(stored) if null_applies(config, stored.shape[0]) else None
+    given = _strategy_input(window, kmeans.membership, rule, key)
     labels, condition, threshold = _propose(given)
     proposed = apply_guards(
         labels, given.distance, max_group_size=config.max_group_size,
@@ -186,6 +218,7 @@ def _decide(
         chosen_distance=given.chosen, kmeans_k=k, kmeans_labels=k_labels, membership=membership,
         proposed=proposed, condition=condition, threshold=threshold, streak_after=streak_after,
         assignment_after=assignment_after, parent=assignment_after[first_task],
+        null_test=given.null_test,
     )  # fmt: skip
     if k is None:
         object.__setattr__(result, _PENDING, (config.kmeans_max_k, config.seed))
@@ -236,6 +269,16 @@ def grouping_event(
 
     Notes
     -----
+    With ``config.null="permutation"`` (``similarity``, silhouette-best cut, E >= 3) the best
+    cut is merged iff its edge-permutation p-value is <= ``config.null_alpha``
+    (:mod:`.null`: the null keeps the run's own distance distribution and destroys only block
+    structure); ``min_silhouette`` is then not applied, and ``null_test`` records the test.
+    The shuffles are seeded by ``config.seed`` and a checksum of the window, so a replay draws
+    the same ones. The default ``null="none"`` decides exactly as before (same rule number).
+    The null costs B average-linkage trees and best cuts: with B=200, an event with
+    ``record=False`` took 0.14 s at E=24 and 0.69 s at E=139 (3 planted groups; 0.003 and
+    0.012 s without the null) on the shared 2-core machine.
+
     Runs BLAS and OpenMP on one thread: the matrices are small, so extra threads cost more
     than they give (far more on a busy machine), and the result then does not depend on the
     machine's core count.

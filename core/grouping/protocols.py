@@ -104,6 +104,10 @@ class StrategyInput(Window):
         for entities without factors). Computed when first read: pass the array, or a
         zero-argument callable returning it (``grouping_event`` passes one, so strategies that
         never read it, ``similarity`` and ``variance``, do not pay for the k-means).
+    null_test : dict or None
+        The edge-permutation test of the chosen distance's best cut (:mod:`.null`,
+        :func:`~.null.permutation_null`) where ``config.null="permutation"`` applies to the
+        event (:func:`~.event.null_applies`); None otherwise.
     """
 
     distances: dict[str, np.ndarray]
@@ -111,6 +115,7 @@ class StrategyInput(Window):
     cuts: dict[str, Cut]
     chosen: str
     membership: np.ndarray = _ReadOnDemand()  # type: ignore[assignment]
+    null_test: dict | None = None
 
     @property
     def distance(self) -> np.ndarray:

@@ -117,15 +117,22 @@ class StrategyUse:
 
 
 def _similarity_ignores(config: Any) -> tuple[str, ...]:
-    # min_silhouette gates the silhouette-best cut only; a fixed threshold bypasses it
-    return ("min_silhouette",) if config.threshold is not None else ()
+    # min_silhouette and the null gate the silhouette-best cut only; a fixed threshold bypasses
+    # both. The permutation null replaces min_silhouette; null="none" reads no null_* field.
+    null = ("null", "null_samples", "null_alpha")
+    if config.threshold is not None:
+        return ("min_silhouette", *null)
+    if getattr(config, "null", "none") == "permutation":
+        return ("min_silhouette",)
+    return null[1:]
 
 
 #: Declaration per built-in strategy (user strategies may add theirs; an undeclared strategy
 #: is assumed to read every field).
 STRATEGY_USES: dict[str, StrategyUse] = {
     "similarity": StrategyUse(
-        frozenset({"threshold", "min_silhouette"}), frozenset({"distances"}), _similarity_ignores
+        frozenset({"threshold", "min_silhouette", "null", "null_samples", "null_alpha"}),
+        frozenset({"distances"}), _similarity_ignores,
     ),
     "variance": StrategyUse(frozenset({"threshold"}), frozenset({"distances"})),
     "kmeans": StrategyUse(frozenset(), frozenset({"membership"})),

@@ -12,7 +12,7 @@ Conventions
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,6 +63,13 @@ class EventResult:
         Entity of each task after the event (canonical).
     parent : (E,) int64
         Index of the entity after the event that each entity before it went into.
+    null_test : dict or None
+        The edge-permutation test of the best cut (``GroupingConfig.null="permutation"``,
+        :func:`~.null.permutation_null`): ``p_value``, ``statistic`` (the best-cut silhouette
+        T), ``samples`` (B), ``alpha``, ``key`` (the shuffles' seed entry) and
+        ``silhouettes`` ((B,) float64, the null's best-cut silhouettes). None where no test
+        ran (``null="none"``, the default; events stored before the option existed).
+        Keyword-only, default None.
     """
 
     summed: np.ndarray
@@ -83,6 +90,7 @@ class EventResult:
     streak_after: np.ndarray
     assignment_after: np.ndarray
     parent: np.ndarray
+    null_test: dict | None = field(default=None, kw_only=True)
 
     @property
     def n_entities_before(self) -> int:

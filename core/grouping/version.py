@@ -26,6 +26,13 @@ Rules
     there): those windows are decided by roundings under either rule.
 
 Events written without a rule number were decided by rule 1.
+
+The opt-in edge-permutation null (``GroupingConfig.null="permutation"``, issue 13 part 5) did
+not get a rule number: with the default ``null="none"`` every event is decided exactly as
+before, and an event decided with the null says so in its stored grouping config (``null``,
+``null_samples``, ``null_alpha``) and records the test (``null_test``), so rule 2 plus the
+config determines the decision. Events stored before the option existed have no ``null`` in
+their config and are replayed with the default, ``"none"``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 The distance and silhouette dicts become one ``distances (distance, entity, entity_other)``
 array and one ``silhouettes (distance,)`` array with a ``distance`` name coordinate; scalars
-and the JSON grouping config become global attributes. ``decode_event(encode_event(e)) == e``.
+and the JSON grouping config become global attributes, as does the record of the
+edge-permutation null (``null_test``) where the event ran one. ``decode_event(encode_event(e))
+== e``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,39 @@ from .schema import EVENT_ATTRS, EVENT_VARS
 _ARRAY_FIELDS = tuple(n for n in EVENT_VARS if n not in ("bins", "distances", "silhouettes"))
 _INT_ATTRS = ("index", "step", "window_start", "sketch_seed", "kmeans_k")
 _INT_ATTRS_AFTER = ("n_params_before", "n_params_after")
+
+
+_NULL_FLOATS = ("p_value", "statistic", "alpha")
+_NULL_INTS = ("samples", "key")
+
+
+def _encode_null(null: object) -> str:
+    """The ``null_test`` attribute: JSON of the mapping (floats round-trip exactly)."""
+    if not isinstance(null, Mapping) or set(null) != {*_NULL_FLOATS, *_NULL_INTS, "silhouettes"}:
+        got = sorted(null) if isinstance(null, Mapping) else type(null).__name__
+        raise ValueError(
+            f"result.null_test must be None or a mapping with keys "
+            f"{sorted({*_NULL_FLOATS, *_NULL_INTS, 'silhouettes'})}; got {got}"
+        )
+    values = np.asarray(null["silhouettes"])
+    if values.ndim != 1 or not np.can_cast(values.dtype, np.float64, casting="safe"):
+        raise ValueError(f"result.null_test['silhouettes'] must be 1-D float; got {values.dtype} "
+                         f"{values.shape}")
+    out: dict[str, object] = {k: float(null[k]) for k in _NULL_FLOATS}
+    out.update({k: as_int(f"result.null_test[{k!r}]", null[k]) for k in _NULL_INTS})
+    out["silhouettes"] = [float(v) for v in values.astype(np.float64)]
+    return json.dumps(out, sort_keys=True)
+
+
+def _decode_null(text: object) -> dict | None:
+    """Invert :func:`_encode_null`; None for a file without the attribute."""
+    if text is None:
+        return None
+    raw = json.loads(str(text))
+    out: dict[str, object] = {k: float(raw[k]) for k in _NULL_FLOATS}
+    out.update({k: int(raw[k]) for k in _NULL_INTS})
+    out["silhouettes"] = np.array(raw["silhouettes"], dtype=np.float64).reshape(-1)
+    return out
 
 
 def decoded_variables(*, bins: bool = True) -> tuple[str, ...]:
@@ -86,6 +121,8 @@ def encode_event(event: Event) -> xr.Dataset:
         n_entities_before=event.n_entities_before,
         n_entities_after=event.n_entities_after,
     )
+    if event.null_test is not None:
+        attrs["null_test"] = _encode_null(event.null_test)
     return make_dataset("event", variables, coords, attrs)
 
 
@@ -135,4 +172,5 @@ def decode_event_arrays(
         merge_mode=str(a["merge_mode"]),
         grouping_config=json.loads(a["grouping_config"]),
         decision_rule=int(a.get("decision_rule", 1)),  # files before it existed: rule 1
+        null_test=_decode_null(a.get("null_test")),  # no test ran (or the file predates it)
     )

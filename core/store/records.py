@@ -10,7 +10,7 @@ r factors, K k-means clusters, P probe samples.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,11 +29,18 @@ class Event(Record):
     ``degenerate`` (E,) bool, ``distances`` name -> (E, E), ``silhouettes`` name -> float,
     ``chosen_distance``, ``kmeans_k``, ``kmeans_labels`` (E, r), ``membership`` (E, K),
     ``proposed`` (E,), ``condition`` (E, E), ``threshold``, ``streak_after`` (T, T),
-    ``assignment_after`` (T,) and ``parent`` (E,); see the event table of
-    :mod:`.schema`. The rest (:data:`CONTEXT_FIELDS`) is what replaying needs besides them.
+    ``assignment_after`` (T,), ``parent`` (E,) and ``null_test`` (keyword-only, default None);
+    see the event table of :mod:`.schema`. The rest (:data:`CONTEXT_FIELDS`) is what
+    replaying needs besides them.
 
     Attributes
     ----------
+    null_test : mapping or None
+        The edge-permutation test of the event's best cut (grouping config
+        ``null="permutation"``): ``p_value``, ``statistic``, ``alpha`` (float), ``samples``,
+        ``key`` (int) and ``silhouettes`` ((B,) float64). Stored as the JSON global attribute
+        ``null_test`` (:data:`~.schema.OPTIONAL_EVENT_ATTRS`); None, and no attribute, where
+        no test ran, as in every file written before the option existed.
     index, step, window_start : int
         Event number, the step it ran at, and the first step of its window.
     bins : (E, n_bins, sketch) float32 or None
@@ -73,6 +80,7 @@ class Event(Record):
     streak_after: np.ndarray
     assignment_after: np.ndarray
     parent: np.ndarray
+    null_test: Mapping[str, object] | None = field(default=None, kw_only=True)
     index: int
     step: int
     window_start: int
@@ -101,7 +109,7 @@ class Event(Record):
 _EVENT_FIELDS = tuple(Event.__dataclass_fields__)
 DECISION_FIELDS = _EVENT_FIELDS[: _EVENT_FIELDS.index("index")]
 """Fields of :class:`Event` that the grouping rule's ``EventResult`` has under the same names
-(``summed`` .. ``parent``); a test keeps the two lists equal."""
+(``summed`` .. ``null_test``); a test keeps the two lists equal."""
 CONTEXT_FIELDS = _EVENT_FIELDS[len(DECISION_FIELDS) :]
 """The other fields of :class:`Event` (``index`` .. ``grouping_config``): where and how the
 event ran, what replaying needs besides the decision."""

@@ -227,3 +227,10 @@ EVENT_ATTRS = (
     "chosen_distance",
 )
 """Global attributes every event file has (decoding refuses a file without one of them)."""
+
+OPTIONAL_EVENT_ATTRS = ("decision_rule", "null_test")
+"""Global attributes an event file may lack: ``decision_rule`` (files written before rules
+were numbered: rule 1) and ``null_test``, the JSON record of the edge-permutation test of the
+best cut (``p_value``, ``statistic``, ``samples``, ``alpha``, ``key``, ``silhouettes``; exact:
+JSON writes floats as their shortest round-tripping repr), written only by events decided with
+the grouping config ``null="permutation"``. Without it the event ran no test."""
