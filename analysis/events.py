@@ -135,7 +135,7 @@ def compare_events(new: EventResult, old: EventResult) -> list[str]:
     ``"null_test[p_value]"``; ``"null_test"`` when only one of them ran the test.
     """
     bad = [n for n in FIELDS if not _same(getattr(new, n), getattr(old, n))]
-    a, b = getattr(new, "null_test", None), getattr(old, "null_test", None)
+    a, b = new.null_test, old.null_test
     if (a is None) != (b is None):
         bad.append("null_test")
     elif a is not None:

@@ -159,7 +159,7 @@ def _row(index: int, step: int, r: EventResult, cfg: GroupingConfig, a: int, b: 
     row.update(streak=int(r.streak_after[a, b]), patience=cfg.patience)
     row.update(merged=bool(r.assignment_after[a] == r.assignment_after[b]))
     row.update(n_entities=r.n_entities_before, min_silhouette=cfg.min_silhouette)
-    null = getattr(r, "null_test", None)
+    null = r.null_test
     if null is not None:
         row.update(null_p=null["p_value"], null_alpha=null["alpha"],
                    null_statistic=null["statistic"], null_samples=null["samples"],
@@ -182,7 +182,7 @@ def _rule(row: dict) -> str:
             if row["n_entities"] <= 2:
                 return text + "; two entities and no fixed threshold: no cut exists, none merge"
             if not math.isnan(row.get("null_p", math.nan)):
-                return text + "; no cut was made: " + null_sentence(row)
+                return text + "; no cut was made: " + _null_sentence(row)
             return (
                 text + f"; no cut was made: best silhouette {row['silhouette']:.3f} < "
                 f"min_silhouette {row['min_silhouette']}"
@@ -190,7 +190,7 @@ def _rule(row: dict) -> str:
         op = "<=" if c <= t else ">"
         text += f"; they join the average-linkage tree at height {c:.4f} {op} cut {t:.4f}"
         if not math.isnan(row.get("null_p", math.nan)):
-            text += "; the cut was made: " + null_sentence(row)
+            text += "; the cut was made: " + _null_sentence(row)
         return text
     if row["strategy"] == "variance":
         if math.isnan(t):
@@ -202,7 +202,7 @@ def _rule(row: dict) -> str:
     return text + f"; condition {c:.4f} vs threshold {t:.4f}"
 
 
-def null_sentence(row: dict) -> str:
+def _null_sentence(row: dict) -> str:
     """The permutation null's verdict at one event (:func:`.stories.verdict_text`), from the
     ``null_*`` values of its row: ``merged because p = 0.01 <= 0.05 (best-cut silhouette 0.21
     against a null of 200 shuffles, 95% quantile 0.16)``. The null keeps the run's own

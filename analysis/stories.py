@@ -16,6 +16,7 @@ from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
 from ..core.grouping import EventResult, GroupingConfig
+from ..core.grouping.null import null_quantiles
 from ..core.grouping.silhouette import cut_scores
 
 __all__ = ["STORIES", "distance_choice", "stability"]
@@ -65,10 +66,9 @@ def null_verdict(null: dict) -> str:
     -------
     str
     """
-    q95 = float(np.quantile(np.asarray(null["silhouettes"], dtype=np.float64), 0.95))
     return verdict_text(
         float(null["p_value"]), float(null["alpha"]), float(null["statistic"]),
-        int(null["samples"]), q95,
+        int(null["samples"]), null_quantiles(null, (0.95,))[0.95],
     )  # fmt: skip
 
 
@@ -97,7 +97,7 @@ def verdict_text(p: float, alpha: float, statistic: float, samples: int, q95: fl
 def distance_choice(r: EventResult, cfg: GroupingConfig, facts: dict) -> str:
     chosen, sil = r.chosen_distance, r.silhouettes
     facts.update(chosen_distance=chosen, silhouettes={k: float(v) for k, v in sil.items()})
-    null = getattr(r, "null_test", None)
+    null = r.null_test
     uses_floor = cfg.strategy == "similarity" and cfg.threshold is None and null is None
     facts["min_silhouette"] = float(cfg.min_silhouette) if uses_floor else None
 
@@ -172,7 +172,7 @@ def _where_the_cut_lies(r, cfg, d: np.ndarray, facts: dict) -> str:
         if n <= 2:
             return ("Where the cut lies: nowhere. With two entities no cut has a silhouette, and "
                     "without a fixed threshold nothing merges.")
-        if getattr(r, "null_test", None) is not None:
+        if r.null_test is not None:
             return ("Where the cut lies: nowhere. The best cut was "
                     f"{null_verdict(r.null_test)}: the distances show no more group structure "
                     "than shuffles of themselves, so nothing merged.")
@@ -262,7 +262,7 @@ def _what_would_change_it(r, cfg, row, names, merged, facts) -> list[str]:
             change += f"; a cut at or above {nh:.4f} would also have taken in {_label(other)}"
         else:
             out.append("Margin: their group holds every task; there is no other group.")
-        if cfg.threshold is None and getattr(r, "null_test", None) is not None:
+        if cfg.threshold is None and r.null_test is not None:
             change += (
                 f"; and with null_alpha below p = {r.null_test['p_value']:.3g} no cut would "
                 "have been made at all"

@@ -122,7 +122,7 @@ def _similarity_ignores(config: Any) -> tuple[str, ...]:
     null = ("null", "null_samples", "null_alpha")
     if config.threshold is not None:
         return ("min_silhouette", *null)
-    if getattr(config, "null", "none") == "permutation":
+    if config.null == "permutation":
         return ("min_silhouette",)
     return null[1:]
 
