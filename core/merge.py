@@ -47,6 +47,14 @@ def merge_matrix(parent: np.ndarray, mode: str, scores: np.ndarray | None = None
 
 
 @torch.no_grad()
+def replaces_parameters(parent: np.ndarray) -> bool:
+    """Whether an event with this ``parent`` map changes the estimators: False when every
+    entity stays itself (``parent`` is ``0, 1, ..., E-1``: nothing merged), and the event then
+    leaves the parameters, their optimizer state and the hooks on them as they are."""
+    parent = np.asarray(parent)
+    return not np.array_equal(parent, np.arange(parent.size))
+
+
 def merge_estimators(model: Any, optimizer: torch.optim.Optimizer | None, parent: np.ndarray,
                      assignment_after: np.ndarray, mode: str,
                      scores: np.ndarray | None = None) -> None:

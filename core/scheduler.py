@@ -31,7 +31,8 @@ from .capture import GradientWindow
 from .config import RunConfig, make_config
 from .distributed import average_, broadcast, current
 from .grouping import DECISION_RULE_VERSION, EventResult, complete_record, grouping_event
-from .merge import merge_estimators
+from .grouping.clustering import single_threaded
+from .merge import merge_estimators, replaces_parameters
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -104,7 +105,8 @@ class SharingScheduler:
     at an event the windows are averaged across ranks once, rank 0 decides and broadcasts the
     result, and every rank applies the same merge. Only rank 0 writes ``run_dir``. A merge
     replaces estimator parameters, so wrap the model in a new ``DistributedDataParallel`` after
-    every step that returns a result.
+    every step whose event did (``parameters_replaced``); an event that merged nothing keeps
+    the parameters and the wrapper.
 
     Attributes
     ----------
@@ -120,6 +122,9 @@ class SharingScheduler:
         of a data-parallel run).
     assignment : ndarray (n_tasks,)
         Current entity of each task.
+    parameters_replaced : bool
+        Whether the latest event replaced estimator parameters (it merged entities); False
+        before the first event and after an event that merged nothing.
     """
 
     def __init__(self, model: Any, optimizer: torch.optim.Optimizer,
@@ -142,12 +147,18 @@ class SharingScheduler:
         self.window_start = 0
         self._losses_seen = False
         self.last_result: EventResult | None = None
+        #: whether the last event replaced estimator parameters (a merge): a
+        #: DistributedDataParallel wrapper must then be built anew around the model
+        self.parameters_replaced = False
         self._lock = None
         #: the store's writes (events; the built-in trainer's history and checkpoints) run here,
         #: off the training step, in submission order (see :class:`~.store.BackgroundWriter`)
         self.writer = store.BackgroundWriter()
         if self.run_dir is not None:
+            store.warm_up()  # the first write's imports, here and not during the first event
             self._attach_run(resume)
+        with single_threaded():  # the decision's one-time scan of the loaded BLAS libraries
+            pass
         if self._scaled:
             self._scale = float(scaler.get_scale())
         self._hooks = self._register_hooks()
@@ -252,11 +263,15 @@ class SharingScheduler:
         if cfg.sharing.merge == "best" and not self._losses_seen:
             raise RuntimeError("merge='best' keeps the member with the lowest windowed loss: "
                                "pass this step's per-task losses, scheduler.step(losses)")
-        merge_estimators(self.model, self.optimizer, result.parent, result.assignment_after,
-                         cfg.sharing.merge, scores)
-        for h in self._hooks:  # the merge made new parameter objects: hook those
-            h.remove()
-        self._hooks = self._register_hooks()
+        # an event that merged nothing keeps the parameter objects (a data-parallel wrapper
+        # around them stays valid: issue 16 measured 170-280 ms per rebuild on 2 CPU ranks)
+        self.parameters_replaced = replaces_parameters(result.parent)
+        if self.parameters_replaced:
+            merge_estimators(self.model, self.optimizer, result.parent, result.assignment_after,
+                             cfg.sharing.merge, scores)
+            for h in self._hooks:  # the merge made new parameter objects: hook those
+                h.remove()
+            self._hooks = self._register_hooks()
         if self.run_dir is not None:
             self._write_event(result, summed_bins=bins, before=before)
         elif info.is_main:  # no store: the record is still completed, off the step

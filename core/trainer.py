@@ -198,7 +198,7 @@ class Trainer:
             self.hist[key].append(val)
         self.step += 1
         result = self.sharing.step(loss_np)
-        if result is not None:
+        if result is not None and self.sharing.parameters_replaced:
             self._wrap()
         return result
 

@@ -233,6 +233,45 @@ def test_scheduler_state_dict_resumes_exactly() -> None:
     torch.testing.assert_close(model(x).detach(), ref_out, rtol=0, atol=0)
 
 
+def test_an_event_that_merges_nothing_keeps_the_parameters_and_one_that_merges_replaces_them(
+) -> None:
+    """Issue 16: a DistributedDataParallel wrapper is rebuilt only where an event replaced the
+    parameters it holds; an event that merged nothing must leave them (and the optimizer state
+    and capture hooks on them) as they are."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(20, D, generator=gen)
+    y = torch.cat([x[:, :1].expand(20, 3), -x[:, 1:2].expand(20, 3)], 1).contiguous()
+
+    def run(max_group_size: int | None) -> tuple[SharingScheduler, list, list, list]:
+        model = _model("tanh", n_tasks=6, init="identical")
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        sharing = SharingScheduler(model, opt, {"warmup_steps": 4, "regroup_every": 4,
+                                                "max_events": 2, "patience": 1,
+                                                "max_group_size": max_group_size})
+        before = list(model.estimators.stacked.values())
+        flags, same, states = [], [], []
+        for _ in range(8):
+            _loss(model, x, y).backward()
+            opt.step()
+            opt.zero_grad()
+            if sharing.step() is not None:
+                flags.append(sharing.parameters_replaced)
+                after = list(model.estimators.stacked.values())
+                same.append(all(a is b for a, b in zip(after, before, strict=True)))
+                states.append(all(p in opt.state for p in after))
+                before = after
+        return sharing, flags, same, states
+
+    kept, flags, same, states = run(max_group_size=1)  # nothing can merge
+    assert kept.n_events == 2 and kept.assignment.tolist() == list(range(6))
+    assert flags == [False, False] and same == [True, True] and states == [True, True]
+    merged, flags, same, states = run(max_group_size=None)  # two planted groups merge
+    assert merged.assignment.tolist() == [0, 0, 0, 1, 1, 1] and merged.n_events == 2
+    assert flags == [True, False]  # the first event merged, the second had nothing left to
+    assert same == [False, True]  # the flag says exactly when the parameter objects changed
+    assert states == [True, True]  # the optimizer holds the current ones, with their state
+
+
 def test_scheduler_run_store_resumes_from_a_user_checkpoint(tmp_path) -> None:
     """A user loop checkpointing itself (model, optimizer, scheduler state) and continuing in a
     new scheduler with resume=True writes the same events as an uninterrupted loop; a run

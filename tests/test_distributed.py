@@ -160,8 +160,9 @@ def _user_loop(out: str) -> dict:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if sharing.step() is not None:  # a merge replaced parameters: wrap the model anew
-                ddp = DistributedDataParallel(model, find_unused_parameters=True)
+            if sharing.step() is not None:
+                if sharing.parameters_replaced:  # a merge replaced parameters: wrap anew
+                    ddp = DistributedDataParallel(model, find_unused_parameters=True)
                 digests.append(_gathered(_digest(model, opt)))
     ari = adjusted_rand_score(data.groups, model.assignment.numpy())
     return {"digests": digests, "ari": ari, "events": sharing.n_events}

@@ -175,3 +175,53 @@ def test_a_complete_run_resumed_from_its_last_checkpoint_keeps_its_whole_history
     xr.testing.assert_identical(store.read_history(tmp_path), _history(range(0, 20)))
     store.join_history(tmp_path, _history(range(20, 30)))
     xr.testing.assert_identical(store.read_history(tmp_path), whole)
+
+
+_FIRST_EVENT = """
+import sys, torch
+from torch import nn
+from selective_sharing.core import BranchedModel, SharingScheduler, task_losses
+torch.manual_seed(0)
+model = BranchedModel(nn.Identity(), nn.Sequential(nn.Linear(7, 6), nn.Tanh()), [1] * 4,
+                      hidden_dim=6, seed=3)
+opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+x, y = torch.randn(16, 7), torch.randn(16, 4)
+with SharingScheduler(model, opt, {"warmup_steps": 3, "max_events": 1},
+                      run_dir=sys.argv[1]) as sharing:
+    loaded = set(sys.modules)
+    for _ in range(4):
+        task_losses(model(x), y, torch.ones_like(y, dtype=torch.bool), model.tasks).sum().backward()
+        opt.step(); opt.zero_grad(); sharing.step()
+    sharing.flush()
+    assert sharing.n_events == 1
+print(sorted(set(sys.modules) - loaded))
+"""
+
+
+def test_the_first_event_imports_nothing_while_training(tmp_path):
+    """Issue 16: the first store write of a process imported netCDF4 and dask.distributed
+    (about 370 modules) on the writer thread, holding the GIL while the training thread
+    stepped (the step after the first event took 150-320 ms instead of 8). The scheduler now
+    does that work when it is built: nothing is imported from the first step to the written
+    event."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FIRST_EVENT, str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    assert store.list_events(tmp_path / "run")  # the event was written
+
+
+def test_warm_up_is_quiet_where_no_temporary_directory_can_be_written(monkeypatch):
+    import tempfile
+
+    from selective_sharing.core.store import io
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only temp")
+
+    monkeypatch.setattr(io, "_WARM", [])
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", refuse)
+    io.warm_up()  # no error: the first real write pays the cost instead
+    assert io._WARM == []

@@ -28,6 +28,7 @@ from .io import (
     atomic_write_dataset,
     netcdf_encoding,
     open_store_dataset,
+    warm_up,
 )
 from .kinds import (
     KINDS,
@@ -136,6 +137,7 @@ __all__ = [
     "shelve_history",
     "trim_history",
     "update_manifest",
+    "warm_up",
     "write",
     "write_activations",
     "write_affinity",

@@ -92,6 +92,39 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     return path
 
 
+_WARM: list[bool] = []
+
+
+def warm_up() -> None:
+    """Do the one-time work of a process's first NetCDF write now, in the calling thread.
+
+    The first ``to_netcdf`` of a process imports netCDF4 and, through xarray's check for a dask
+    scheduler, ``dask.distributed`` with its dependencies (about 370 modules, 0.2-0.3 s), and
+    initialises HDF5. On the background writer that happened during the first event's writes,
+    and the imports held the GIL while the training thread stepped: the step after the first
+    event took 150-320 ms instead of 8 (issue 16; one stall per process, but 3-6% of a
+    300-step benchmark, and in a data-parallel run every rank waits for the stalled one).
+    ``SharingScheduler`` calls this when it is given a run directory, before training starts.
+
+    It writes one tiny file through the store's own write path into a temporary directory and
+    deletes it; only the first call in a process does anything. Where no temporary directory
+    can be written it returns quietly: the first real write then pays the cost, as before.
+    """
+    if _WARM:
+        return
+    import tempfile
+
+    ds = xr.Dataset({"x": ("d", np.zeros(2, np.float32))})
+    try:
+        with tempfile.TemporaryDirectory(prefix="selective-sharing-warm-up-") as tmp:
+            with HDF5_LOCK:
+                ds.to_netcdf(Path(tmp) / "warm_up.nc", engine="netcdf4", format="NETCDF4",
+                             encoding=netcdf_encoding(ds))
+    except (OSError, RuntimeError):  # netCDF4 reports HDF5 failures as RuntimeError
+        return
+    _WARM.append(True)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
     return _atomic(path, lambda tmp: tmp.write_bytes(data))
