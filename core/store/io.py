@@ -267,6 +267,17 @@ _AS_WRITTEN = dict(mask_and_scale=False, decode_times=False, decode_timedelta=Fa
                    decode_coords=False)
 
 
+def _eager_variable(var: object) -> xr.Variable:
+    """A netCDF4 variable read whole, raw (no masking, scaling or char-to-string), as the
+    undecoded ``xarray.Variable`` that ``NetCDF4DataStore.open_store_variable`` describes, for
+    xarray's CF decoding. Its lazy wrapper re-acquired the file through xarray's file cache
+    for every access: 4 of the 14 ms that reading one event file took (issue 16)."""
+    var.set_auto_maskandscale(False)
+    var.set_auto_chartostring(False)
+    attrs = {k: var.getncattr(k) for k in var.ncattrs()}
+    return xr.Variable(var.dimensions, np.asarray(var[...]), attrs, {"dtype": var.dtype})
+
+
 def read_store_arrays(
     path: str | os.PathLike, kind: str, names: Sequence[str]
 ) -> tuple[dict[str, object], dict[str, np.ndarray]]:
@@ -290,8 +301,8 @@ def read_store_arrays(
             try:
                 attrs = dict(nc.get_attrs())
                 _check_header(path, attrs, kind)
-                found = nc.ds.variables
-                raw = {n: nc.open_store_variable(n, found[n]) for n in names if n in found}
+                found = nc.ds.variables  # the file handle, acquired once for every name
+                raw = {n: _eager_variable(found[n]) for n in names if n in found}
                 decoded, _, _ = decode_cf_variables(raw, attrs, **_AS_WRITTEN)
                 arrays = {n: np.asarray(var.values) for n, var in decoded.items()}
             finally:
