@@ -8,7 +8,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from .options import SPLIT, check_option
+from .base import DatasetError
+from .options import SPLIT_OR_VAL, check_option
 
 if TYPE_CHECKING:
     from .base import MTLData
@@ -16,12 +17,15 @@ if TYPE_CHECKING:
 
 
 def _split_arrays(data: MTLData, split: str):
-    check_option("split", split, SPLIT)
+    check_option("split", split, SPLIT_OR_VAL)
+    if split == "val" and not data.has_validation:
+        raise DatasetError(f"dataset {data.name!r} has no validation split; load it with "
+                           "val_fraction > 0 (e.g. load_dataset(name, val_fraction=0.2))")
     return getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), getattr(data, f"m_{split}")
 
 
 def as_tensors(data: MTLData, split: str = "train") -> tuple[Any, Any, Any]:
-    """Whole split as tensors ``(x, y, m)``: x ``(n, ...)`` float32, y ``(n, n_tasks)``
+    """Whole split (``"train"``, ``"val"`` or ``"test"``) as tensors ``(x, y, m)``: x ``(n, ...)`` float32, y ``(n, n_tasks)``
     float32, m ``(n, n_tasks)`` bool. Shares memory with the numpy arrays (no copy), for
     full-batch training."""
     import torch
@@ -40,7 +44,8 @@ def _build_class() -> type:
         Parameters
         ----------
         data : MTLData
-        split : {"train", "test"}
+        split : {"train", "val", "test"}
+            ``"val"``: the validation split of data loaded with ``val_fraction > 0``.
 
         Items are ``(x, y, m)`` tensors: x ``data.input_shape`` float32, y ``(n_tasks,)``
         float32, m ``(n_tasks,)`` bool. The default collate stacks them into batches.

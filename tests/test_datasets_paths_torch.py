@@ -54,8 +54,16 @@ def test_torch_dataset_items_and_batches():
     np.testing.assert_array_equal(yb.numpy(), data.y_test[:4])
     xs, _ys, ms = as_tensors(data, "train")
     assert xs.shape == (40, 1, 28, 56) and ms.dtype == torch.bool
-    with pytest.raises(ValueError, match=r"invalid split='val'; allowed: \('train', 'test'\)"):
+    with pytest.raises(ValueError, match=r"has no validation split; load it with val_fraction"):
         MTLTorchDataset(data, split="val")
+    with pytest.raises(ValueError, match=r"invalid split='dev'; allowed: \('train', 'val', "):
+        MTLTorchDataset(data, split="dev")
+    held = load_dataset("mnist_context", n_train=40, n_test=10, val_fraction=0.25)
+    val = MTLTorchDataset(held, split="val")
+    assert len(val) == held.x_val.shape[0] == 10
+    np.testing.assert_array_equal(val[2][1].numpy(), held.y_val[2])
+    xv, yv, mv = as_tensors(held, "val")
+    assert xv.shape[0] == yv.shape[0] == mv.shape[0] == 10
 
 
 def test_torch_dataset_pickles_for_workers():
