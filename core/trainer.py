@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from . import store
 from .branched import BranchedModel
 from .capture import entity_grad_norms
-from .checkpoint import CheckpointError, save_checkpoint, snapshot
+from .checkpoint import CheckpointError, SnapshotBuffers, save_checkpoint
 from .config import RunConfig
 from .data import StepBatchSampler, train_loader
 from .devices import Precision, device_rng_state, resolve_device, set_device_rng_state
@@ -108,6 +108,7 @@ class Trainer:
         #: the history of the steps not yet in a part on disk (:meth:`save` appends parts)
         self.hist: dict[str, list] = _empty_history()
         self.counters = {"backward_passes": 0, "forward_passes": 0, "wall_time_s": 0.0}
+        self._snapshots = SnapshotBuffers()  # the host copy of the state each save writes
 
     @property
     def assignment(self) -> np.ndarray:
@@ -160,8 +161,9 @@ class Trainer:
                 m.to(self.device, non_blocking=True))
 
     def close(self) -> None:
-        """Stop the DataLoader's workers."""
+        """Stop the DataLoader's workers; let go of the host copy kept for the next save."""
         self._batches = None
+        self._snapshots.clear()
 
     def _step(self) -> EventResult | None:
         x, y, m = self._next_batch()
@@ -244,7 +246,8 @@ class Trainer:
             return
         part = self.hist
         self.hist = _empty_history()
-        state = snapshot(self.state_dict())  # its history: the steps after this part (none)
+        # its history: the steps after this part (none); host memory reused between saves
+        state = self._snapshots.take(self.state_dict())
         self.sharing.writer.submit(self._write_saved, part, state)
 
     def _write_saved(self, part: dict[str, list], state: dict[str, Any]) -> None:
@@ -253,6 +256,7 @@ class Trainer:
             store.shelve_history(self.paths.run_dir)
             store.write_history(self.paths.run_dir, self._history_dataset(part))
         save_checkpoint(self.paths.checkpoint, state)
+        self._snapshots.give_back(state)  # written: its memory takes the next save's copy
 
     def flush(self) -> None:
         """Wait until every queued store write and checkpoint is on disk."""
