@@ -46,7 +46,6 @@ def merge_matrix(parent: np.ndarray, mode: str, scores: np.ndarray | None = None
     return torch.as_tensor(m, dtype=torch.float32)
 
 
-@torch.no_grad()
 def replaces_parameters(parent: np.ndarray) -> bool:
     """Whether an event with this ``parent`` map changes the estimators: False when every
     entity stays itself (``parent`` is ``0, 1, ..., E-1``: nothing merged), and the event then
@@ -55,10 +54,22 @@ def replaces_parameters(parent: np.ndarray) -> bool:
     return not np.array_equal(parent, np.arange(parent.size))
 
 
+@torch.no_grad()
 def merge_estimators(model: Any, optimizer: torch.optim.Optimizer | None, parent: np.ndarray,
                      assignment_after: np.ndarray, mode: str,
-                     scores: np.ndarray | None = None) -> None:
+                     scores: np.ndarray | None = None) -> torch.Tensor:
     """Replace the stacked estimators of a :class:`~.branched.BranchedModel` by the merged
-    ones, in place, with their optimizer state (:meth:`~.estimators.EstimatorStack.merge`)."""
-    model.estimators.merge(merge_matrix(parent, mode, scores), optimizer)
+    ones, in place, with their optimizer state (:meth:`~.estimators.EstimatorStack.merge`).
+    Returns the map ``M`` (E_after, E_before) it applied."""
+    m = merge_matrix(parent, mode, scores)
+    apply_merge_map(model, m, assignment_after, optimizer)
+    return m
+
+
+@torch.no_grad()
+def apply_merge_map(model: Any, m: torch.Tensor, assignment_after: np.ndarray,
+                    optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Apply the merge map ``m`` (E_after, E_before) to the stacked estimators of ``model`` (and
+    the per-parameter state of ``optimizer``) and give it ``assignment_after``."""
+    model.estimators.merge(m, optimizer)
     model.assignment.copy_(torch.as_tensor(assignment_after, dtype=torch.long))

@@ -32,7 +32,7 @@ from .config import RunConfig, make_config
 from .distributed import average_, broadcast, current
 from .grouping import DECISION_RULE_VERSION, EventResult, complete_record, grouping_event
 from .grouping.clustering import single_threaded
-from .merge import merge_estimators, replaces_parameters
+from .merge import apply_merge_map, merge_estimators, replaces_parameters
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -150,6 +150,8 @@ class SharingScheduler:
         #: whether the last event replaced estimator parameters (a merge): a
         #: DistributedDataParallel wrapper must then be built anew around the model
         self.parameters_replaced = False
+        #: the merge the latest step() applied: (M, assignment after), for apply_merge
+        self._merge: tuple[torch.Tensor, np.ndarray] | None = None
         self._lock = None
         #: the store's writes (events; the built-in trainer's history and checkpoints) run here,
         #: off the training step, in submission order (see :class:`~.store.BackgroundWriter`)
@@ -228,6 +230,7 @@ class SharingScheduler:
             self.window_loss += np.nan_to_num(np.asarray(values, dtype=float))
             self._losses_seen = True
         self.step_count += 1
+        self._merge = None  # apply_merge applies this step's merge only
         self.writer.poll()  # commit the writes the background writer has ready, in order
         if self.window is None:
             return None
@@ -267,8 +270,9 @@ class SharingScheduler:
         # around them stays valid: issue 16 measured 170-280 ms per rebuild on 2 CPU ranks)
         self.parameters_replaced = replaces_parameters(result.parent)
         if self.parameters_replaced:
-            merge_estimators(self.model, self.optimizer, result.parent, result.assignment_after,
-                             cfg.sharing.merge, scores)
+            m = merge_estimators(self.model, self.optimizer, result.parent,
+                                 result.assignment_after, cfg.sharing.merge, scores)
+            self._merge = (m, result.assignment_after.astype(np.int64))
             for h in self._hooks:  # the merge made new parameter objects: hook those
                 h.remove()
             self._hooks = self._register_hooks()
@@ -282,6 +286,61 @@ class SharingScheduler:
         self.last_result = result
         self._open_window()
         return result
+
+    def apply_merge(self, other: Any, optimizer: torch.optim.Optimizer | None = None) -> bool:
+        """Apply the merge of the latest :meth:`step` to another copy of the model: an EMA or
+        SWA average (``torch.optim.swa_utils.AveragedModel``), a teacher, a copy on another
+        device. Call it after every ``step()``; it does nothing where that step merged nothing.
+
+        The copy's estimators go through the same map ``M`` (E_after, E_before) as the model's
+        (the mean of the members for ``merge="average"``, the chosen member for ``best`` and
+        ``first``), its task assignment becomes the model's, and ``optimizer``, if given (the
+        copy's own), has its per-parameter state mapped too. An EMA then keeps averaging
+        weights of the same shape::
+
+            sharing.step()
+            sharing.apply_merge(ema)        # ema = AveragedModel(model, multi_avg_fn=...)
+            ema.update_parameters(model)
+
+        Parameters
+        ----------
+        other : BranchedModel, or a wrapper with one as ``.module`` (AveragedModel, DDP)
+            With the estimators the model had before this step's event.
+        optimizer : torch.optim.Optimizer, optional
+            An optimizer over ``other``'s parameters.
+
+        Returns
+        -------
+        bool
+            Whether a merge was applied.
+
+        Raises
+        ------
+        TypeError
+            ``other`` is not a BranchedModel (nor wraps one).
+        ValueError
+            ``other`` does not have the estimator count the merge starts from (it was given
+            this merge already, or missed an earlier one).
+        """
+        target = other.module if hasattr(other, "module") and not hasattr(other, "estimators") \
+            else other
+        if not (hasattr(target, "estimators") and hasattr(target, "assignment")):
+            raise TypeError(
+                f"apply_merge needs a BranchedModel (or an AveragedModel/DDP wrapping one), got "
+                f"{type(other).__name__}"
+            )
+        if self._merge is None:
+            return False
+        m, assignment = self._merge
+        if target.n_entities != m.shape[1] or target.n_tasks != assignment.size:
+            raise ValueError(
+                f"apply_merge: the merge of step {self.step_count} maps {m.shape[1]} estimators "
+                f"to {m.shape[0]}, but the given model has {target.n_entities} estimators for "
+                f"{target.n_tasks} tasks. Call apply_merge once after every sharing.step(), on "
+                "a copy made from this model (same tasks), and not twice for one step"
+            )
+        apply_merge_map(target, m, assignment, optimizer)
+        return True
 
     # -- the run store ---------------------------------------------------------------------
     def _write_event(self, result: EventResult, summed_bins: np.ndarray, before: int) -> None:

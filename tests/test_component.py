@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from selective_sharing.core import BranchedModel, SharingScheduler, task_losses
+from selective_sharing.core.estimators import apply_map
 from selective_sharing.core.merge import merge_estimators
 from selective_sharing.datasets.base import TaskSpec
 from torch import nn
@@ -349,3 +350,53 @@ def test_bad_heads_and_branch_init_are_named() -> None:
         BranchedModel(nn.Identity(), TEMPLATES["mlp"](), [1, 1], branch_init="same")
     with pytest.raises(KeyError, match="no parameter 'nope'"):
         BranchedModel(nn.Identity(), TEMPLATES["mlp"](), [1, 1], signal="nope")
+
+
+def test_apply_merge_keeps_an_ema_copy_in_step_with_the_model() -> None:
+    """A user's EMA (torch.optim.swa_utils.AveragedModel) goes through the same merge map as
+    the model, keeps averaging weights of the merged shapes, and is left alone by steps that
+    merged nothing; a wrong copy or a second application is refused with the fix named."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(20, D, generator=gen)
+    y = torch.cat([x[:, :1].expand(20, 3), -x[:, 1:2].expand(20, 3)], 1).contiguous()
+    model = _model("tanh", n_tasks=6, init="identical")
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+    ema_opt = torch.optim.SGD(ema.parameters(), lr=0.1, momentum=0.9)  # any per-param state
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sharing = SharingScheduler(model, opt, {"warmup_steps": 4, "regroup_every": 4,
+                                            "max_events": 2, "patience": 1})
+    applied = []
+    for _ in range(8):
+        _loss(model, x, y).backward()
+        opt.step()
+        opt.zero_grad()
+        sharing.step()
+        (ema(x) ** 2).sum().backward()  # give the EMA copy's optimizer some state to map
+        ema_opt.step()
+        ema_opt.zero_grad()
+        momentum = {k: ema_opt.state[p]["momentum_buffer"].clone()
+                    for k, p in ema.module.estimators.stacked.items()}
+        kept = {k: v.detach().clone() for k, v in ema.module.estimators.stacked.items()}
+        merged = sharing.apply_merge(ema, ema_opt)
+        applied.append(merged)
+        after = ema.module.estimators.stacked
+        if merged:
+            m, _ = sharing._merge
+            assert m.shape == (2, 6)
+            for k, p in after.items():  # the EMA's weights and momentum went through M
+                torch.testing.assert_close(p.detach(), apply_map(m, kept[k]))
+                torch.testing.assert_close(ema_opt.state[p]["momentum_buffer"],
+                                           apply_map(m, momentum[k]))
+            with pytest.raises(ValueError, match="not twice for one step"):
+                sharing.apply_merge(ema)
+        else:
+            assert all(torch.equal(p.detach(), kept[k]) for k, p in after.items())
+        ema.update_parameters(model)  # shapes agree after every step
+        assert ema.module.n_entities == model.n_entities
+        assert torch.equal(ema.module.assignment, model.assignment)
+    assert sum(applied) == 1 and applied.index(True) == 3  # the event at step 4 merged
+    assert model.assignment.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(TypeError, match="needs a BranchedModel"):
+        sharing.apply_merge(nn.Linear(2, 2))
