@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from selective_sharing.core import scheduler as scheduler_module
 from selective_sharing.core import store
-from selective_sharing.core import trainer as trainer_module
+from selective_sharing.core.checkpoint import SnapshotBuffers
 from selective_sharing.core.baselines import AffinityRecorder
 from selective_sharing.core.estimators import EstimatorStack
 from selective_sharing.core.capture import GradientWindow
@@ -202,7 +202,7 @@ def _one_step(method: str, tr: Trainer, t: Timings, flushes: list, events: list)
 #: Parts of an event timed separately: (owner, attribute) -> name.
 _PARTS = {  # on the training thread: the writes themselves run on the background writer
     (scheduler_module, "grouping_event"): "decide",
-    (trainer_module, "snapshot"): "snapshot",
+    (SnapshotBuffers, "take"): "snapshot",  # the host copy of the state for the checkpoint
 }
 _CURRENT: dict[str, float] = {}
 

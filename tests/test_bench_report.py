@@ -51,3 +51,14 @@ def test_a_gpu_budget_without_a_gpu_and_a_missing_table2_run_are_not_met_but_unm
     timed = _rows(table2={"path": "runs/table2_run.json", "wall_s": 850.0,
                           "date": "2026-12-03", "torch": "2.14.1"})["quick Table 2"]
     assert timed["met"] is True and timed["measured"] == 850.0
+
+
+def test_the_event_parts_the_bench_times_exist_and_are_restored() -> None:
+    """bench_steps wraps named functions of the trainer's event (decision, state snapshot):
+    each must exist (a rename broke a whole bench run once), be wrapped inside the context
+    and be the original again after it."""
+    bench_steps = pytest.importorskip("bench_steps")
+    originals = {key: getattr(*key) for key in bench_steps._PARTS}
+    with bench_steps._event_parts():
+        assert all(getattr(*key) is not fn for key, fn in originals.items())
+    assert all(getattr(*key) is fn for key, fn in originals.items())
