@@ -285,6 +285,7 @@ def interleaved(make_trainers, *, steps: int, warm: int, regroup_every: int, n_e
                 }
             for tr in trainers.values():  # every queued write lands before the folder goes
                 tr.sharing.close()
+                tr.close()  # and let go of the host copy it keeps for its next checkpoint
     finally:
         GradientWindow._flush = GradientWindow._flush.__wrapped__  # type: ignore[attr-defined]
         SharingScheduler._event = SharingScheduler._event.__wrapped__  # type: ignore
@@ -386,6 +387,7 @@ def period_ratio(
         events = ss.sharing.n_events
         for tr in trainers.values():
             tr.sharing.close()
+            tr.close()  # and let go of the host copy it keeps for its next checkpoint
     return {"ratio": wall["ss_similarity"] / wall["mtl"],
             "ratio_cpu": cpu["ss_similarity"] / cpu["mtl"],
             "ss_s": wall["ss_similarity"], "mtl_s": wall["mtl"],
