@@ -71,23 +71,13 @@ def snapshot(state: Any) -> Any:
     moments (about 0.8 GB) costs a fraction of writing them (memcpy against file writes and
     fsync), and only the copy stays on the training step.
     """
-    if torch.is_tensor(state):
-        return state.detach().to("cpu", copy=True)
-    if isinstance(state, np.ndarray):
-        return state.copy()
-    if isinstance(state, dict):  # a shallow copy keeps the type (OrderedDict, defaultdict...)
-        out = copy.copy(state)
-        for k, v in state.items():
-            out[k] = snapshot(v)
-        return out
-    if isinstance(state, (list, tuple)) and not hasattr(state, "_fields"):
-        return type(state)(snapshot(v) for v in state)
-    return state
+    return _refresh(None, state)
 
 
 def _refresh(old: Any, state: Any) -> Any:
     """:func:`snapshot` of ``state``, copying into the host tensors and arrays of ``old`` (an
-    earlier snapshot) wherever shape, dtype and layout match; anything else is copied fresh."""
+    earlier snapshot, or None) wherever shape, dtype and layout match; anything else is copied
+    fresh (one walk of the state for both)."""
     if torch.is_tensor(state):
         if (
             torch.is_tensor(old) and old.device.type == "cpu" and old.shape == state.shape
@@ -97,7 +87,7 @@ def _refresh(old: Any, state: Any) -> Any:
             with torch.no_grad():
                 old.copy_(state)
             return old
-        return snapshot(state)
+        return state.detach().to("cpu", copy=True)
     if isinstance(state, np.ndarray):
         if isinstance(old, np.ndarray) and old.shape == state.shape and old.dtype == state.dtype:
             np.copyto(old, state)
