@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController  # a scikit-learn dependency
@@ -58,9 +59,21 @@ def _lex_order(points: np.ndarray) -> np.ndarray:
 KMEANS_N_INIT = 1
 
 _CONTROLLER: list[ThreadpoolController] = []
-#: Threads inside :func:`single_threaded` (any thread), and the limiter the first one applied.
-_INSIDE = {"depth": 0, "limiter": None}
+#: Threads inside :func:`single_threaded` (any thread), and the BLAS thread counts the first one
+#: found (put back by the last one to leave).
+_INSIDE: dict[str, Any] = {"depth": 0, "blas": None}
 _INSIDE_LOCK = threading.Lock()
+
+
+def _set_blas_threads(libs: list[Any], counts: list[int]) -> None:
+    """Set each BLAS library's process-wide thread count, from whichever thread calls.
+
+    threadpoolctl (>= 3.6) lets only one "controlling" thread change OpenBLAS's count (the first
+    that set it, while it lives) and silently ignores the others, so a limit set through it from
+    the store's writer thread did nothing once the training thread had set one. OpenBLAS itself
+    takes the count from any thread: its own setter is called where threadpoolctl has one."""
+    for lib, n in zip(libs, counts):
+        getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
 
 
 @contextmanager
@@ -71,28 +84,40 @@ def single_threaded() -> Iterator[None]:
     2-core machine; oversubscription beside torch during training), and one thread makes the
     result independent of the machine's core count, which replay relies on.
 
-    BLAS thread counts are process-wide, and a decision on the training thread may overlap a
-    ``complete_record`` on a store-writer thread: the limit is applied when the first thread
-    enters and restored when the last one leaves (with each thread restoring what it saw on
-    entry, as nested ``threadpoolctl`` limits do, an early leaver would lift the limit under
-    the other, whose k-means could then run on more threads). Measured with OpenBLAS 0.3.30
-    and 0.3.31: a thread-count increase asked from a thread other than the main one is
-    ignored, so when the last to leave is such a thread, OpenBLAS stays on one thread.
+    The two kinds of limit live in different places, and each is restored where it lives:
+
+    - OpenMP's thread count is a setting of the calling thread (``omp_set_num_threads`` sets
+      that thread's own value, which torch also reads as its intra-op thread count). Each
+      thread limits its own on entry and puts back its own value on exit. (Restoring the value
+      another thread saw handed that thread's count to this one: a decision on the training
+      thread overlapping a ``complete_record`` on a store-writer thread left training on the
+      writer's 2 OpenMP threads instead of the run's 1, and every later event of the run
+      differed in its last bits from the same run's with other timing; the kill/resume suite
+      caught it in CI, ``tests/faults/test_writer_timing.py`` forces the overlap.)
+    - BLAS thread counts are process-wide: the limit is applied when the first thread enters
+      and restored when the last one leaves, whichever threads those are (an early leaver
+      restoring what it saw on entry would lift the limit under the other, whose decision
+      could then run on more threads).
     """
     with _INSIDE_LOCK:
         if not _CONTROLLER:  # scanning the loaded libraries costs milliseconds: do it once
             _CONTROLLER.append(ThreadpoolController())
+        blas = _CONTROLLER[0].select(user_api="blas").lib_controllers
         if _INSIDE["depth"] == 0:
-            _INSIDE["limiter"] = _CONTROLLER[0].limit(limits=1)
+            _INSIDE["blas"] = [lib.get_num_threads() for lib in blas]
+            _set_blas_threads(blas, [1] * len(blas))
         _INSIDE["depth"] += 1
+        openmp = _CONTROLLER[0].select(user_api="openmp")
+    own = openmp.limit(limits=1)  # this thread's value, read and restored in this thread
     try:
         yield
     finally:
+        own.restore_original_limits()
         with _INSIDE_LOCK:
             _INSIDE["depth"] -= 1
             if _INSIDE["depth"] == 0:
-                _INSIDE["limiter"].restore_original_limits()
-                _INSIDE["limiter"] = None
+                _set_blas_threads(blas, _INSIDE["blas"])
+                _INSIDE["blas"] = None
 
 
 def _kmeans_plusplus(

@@ -71,7 +71,10 @@ def test_celeba_killed_mid_epoch_resumes_to_the_same_events_and_metrics(tmp_path
     ref_events, events = store.list_events(reference), store.list_events(killed)
     assert len(events) == len(ref_events) >= 5
     for a, b in zip(ref_events, events):
-        xr.testing.assert_identical(xr.load_dataset(a), xr.load_dataset(b))
+        try:
+            xr.testing.assert_identical(xr.load_dataset(a), xr.load_dataset(b))
+        except AssertionError as err:  # which event, from which resume point
+            raise AssertionError(f"{b.name} differs (resumed from step {step}): {err}") from None
     drop = ["wall_time_s"]
     xr.testing.assert_identical(store.read_metrics(killed).drop_vars(drop),
                                 store.read_metrics(reference).drop_vars(drop))
