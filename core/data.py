@@ -105,14 +105,25 @@ def _loader_kwargs(num_workers: int, device: torch.device) -> dict[str, Any]:
 
 def train_loader(items: Any, sampler: StepBatchSampler, num_workers: int,
                  device: torch.device) -> DataLoader:
-    """A DataLoader that reads ``items`` in the sampler's batches, ``num_workers`` at a time."""
-    return DataLoader(items, batch_sampler=sampler, **_loader_kwargs(num_workers, device))
+    """A DataLoader that reads ``items`` in the sampler's batches, ``num_workers`` at a time.
+
+    It has its own generator, seeded by the sampler's seed and starting position. A DataLoader
+    without one draws its workers' base seed from torch's global generator each time an
+    iterator is made, which the trainer does at step 0 of a run and again at the step a resume
+    starts from: the global stream of the resumed run was then one draw ahead of the
+    uninterrupted run's, and a model drawing from it (a template's Dropout on the CPU) gave
+    other events after the resume. The workers' seeds now depend on (seed, position) alone."""
+    seed = int(np.random.SeedSequence([sampler.seed, sampler.position]).generate_state(1)[0])
+    return DataLoader(items, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed),
+                      **_loader_kwargs(num_workers, device))
 
 
 def eval_loader(items: Any, batch_size: int, num_workers: int,
                 device: torch.device) -> DataLoader:
-    """A DataLoader over ``items`` in order (test predictions, probes)."""
+    """A DataLoader over ``items`` in order (test predictions, probes); like
+    :func:`train_loader`, it leaves torch's global generator alone."""
     return DataLoader(items, batch_size=batch_size, shuffle=False,
+                      generator=torch.Generator().manual_seed(0),
                       **_loader_kwargs(num_workers, device))
 
 
