@@ -107,15 +107,10 @@ class RunLock:
         except (FileNotFoundError, ValueError):
             return None
 
-    def _wait_for_holder(self, timeout: float = 2.0) -> int | None:
-        """The live holder's pid. The holder writes it just after taking the lock (over a stale
-        pid, on a takeover), so a refused process waits briefly for it to appear."""
-        deadline = time.monotonic() + timeout
-        while True:
-            pid = self._holder()
-            if (pid and alive(pid)) or time.monotonic() > deadline:
-                return pid
-            time.sleep(0.005)
+    def _live_holder(self) -> int | None:
+        """The pid in the lock file if that process is alive, else None."""
+        pid = self._holder()
+        return pid if pid and alive(pid) else None
 
     def _locked_error(self, pid: int | None) -> RunLockedError:
         who = f"process {pid}" if pid else "another process (its pid is not written yet)"
@@ -136,8 +131,15 @@ class RunLock:
         except OSError as err:  # RunLockedError is no OSError: it passes through
             raise _not_writable(err, self.path) from err
 
-    def _acquire_flock(self) -> bool:
-        """True once held; False when this file system has no flock (use the pid fallback)."""
+    def _acquire_flock(self, timeout: float = 2.0) -> bool:
+        """True once held; False when this file system has no flock (use the pid fallback).
+
+        A busy lock whose file names a live process is refused at once. Otherwise the lock is
+        tried again for up to ``timeout`` seconds: its holder may have taken it and not yet
+        written its pid, or the holder is gone and a process forked from it still shares the
+        lock until its at-fork hook closes it (a fork moments before a SIGKILL: on a busy
+        machine the child may run that hook only after the kill)."""
+        deadline = time.monotonic() + timeout
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -145,7 +147,11 @@ class RunLock:
             except OSError as err:
                 os.close(fd)
                 if err.errno in _BUSY:
-                    raise self._locked_error(self._wait_for_holder()) from None
+                    pid = self._live_holder()
+                    if pid is not None or time.monotonic() > deadline:
+                        raise self._locked_error(pid or self._holder()) from None
+                    time.sleep(0.005)
+                    continue
                 if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                     return False
                 raise
