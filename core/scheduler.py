@@ -276,6 +276,10 @@ class SharingScheduler:
             for h in self._hooks:  # the merge made new parameter objects: hook those
                 h.remove()
             self._hooks = self._register_hooks()
+        # last_result before the write is queued: the writer replaces it by the completed
+        # record only if it is still this event's (set after, a fast writer found the previous
+        # event's there and the completed record never reached last_result)
+        self.last_result = result
         if self.run_dir is not None:
             self._write_event(result, summed_bins=bins, before=before)
         elif info.is_main:  # no store: the record is still completed, off the step
@@ -283,7 +287,6 @@ class SharingScheduler:
         self.assignment = result.assignment_after.astype(np.int64)
         self.streak = result.streak_after
         self.n_events += 1
-        self.last_result = result
         self._open_window()
         return result
 

@@ -400,3 +400,28 @@ def test_apply_merge_keeps_an_ema_copy_in_step_with_the_model() -> None:
     assert model.assignment.tolist() == [0, 0, 0, 1, 1, 1]
     with pytest.raises(TypeError, match="needs a BranchedModel"):
         sharing.apply_merge(nn.Linear(2, 2))
+
+
+def test_last_result_gets_the_complete_record_however_fast_the_writer_is(tmp_path) -> None:
+    """The writer completes an event's k-means record and puts it in ``last_result`` when that
+    is still the event's result. A writer that ran the job before ``step()`` had set
+    ``last_result`` (here: at once, in the submitting thread) left the incomplete one there."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(20, D, generator=gen)
+    y = torch.cat([x[:, :1].expand(20, 3), -x[:, 1:2].expand(20, 3)], 1).contiguous()
+    for run_dir in (None, tmp_path / "run"):
+        model = _model("tanh", n_tasks=6, init="identical")
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        with SharingScheduler(model, opt, {"warmup_steps": 4, "regroup_every": 4,
+                                           "max_events": 1}, run_dir) as sharing:
+            sharing.writer.submit = lambda fn, *a, **k: fn(*a, **k)  # the fastest writer
+            for _ in range(4):
+                _loss(model, x, y).backward()
+                opt.step()
+                opt.zero_grad()
+                returned = sharing.step()
+            assert returned is not None and returned.membership is None  # completed later
+            sharing.flush()
+            assert sharing.last_result is not returned
+            assert sharing.last_result.membership is not None
+            assert sharing.last_result.kmeans_k >= 1
