@@ -102,7 +102,10 @@ class TrainConfig:
     ``mps``; an absent device fails before training. ``amp``: autocast in ``bf16`` or ``fp16``
     (with a GradScaler) for the forward pass and the loss; parameters, gradients and the
     captured window stay fp32. ``num_workers``: DataLoader worker processes for streamed
-    datasets (in-memory data is indexed directly).
+    datasets (in-memory data is indexed directly). ``merge_warmup``: after an event that merged
+    estimators, the learning rate restarts from ``lr / (merge_warmup + 1)`` and rises linearly
+    back to ``lr`` over that many steps (0, the default: no warm-up; Adam's moments are mapped
+    with the weights either way).
     """
 
     steps: int = 300
@@ -115,6 +118,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "none"
     num_workers: int = 2
+    merge_warmup: int = 0
 
     CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
         "steps": POSITIVE_INT, "batch_size": Nullable(POSITIVE_INT),
@@ -123,7 +127,8 @@ class TrainConfig:
         "eval_batch_size": POSITIVE_INT, "threads": Nullable(POSITIVE_INT),
         "device": Satisfies(lambda v: isinstance(v, str) and bool(DEVICE_PATTERN.match(v)),
                             "one of auto, cpu, cuda, cuda:N, mps"),
-        "amp": Options(AMP_MODES), "num_workers": NON_NEGATIVE_INT}
+        "amp": Options(AMP_MODES), "num_workers": NON_NEGATIVE_INT,
+        "merge_warmup": NON_NEGATIVE_INT}
 
     def __post_init__(self) -> None:
         check_fields(self, self.CONSTRAINTS)

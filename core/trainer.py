@@ -108,6 +108,8 @@ class Trainer:
         #: the history of the steps not yet in a part on disk (:meth:`save` appends parts)
         self.hist: dict[str, list] = _empty_history()
         self.counters = {"backward_passes": 0, "forward_passes": 0, "wall_time_s": 0.0}
+        #: steps of the learning-rate warm-up after a merge still to come (``train.merge_warmup``)
+        self.warmup_left = 0
         self._snapshots = SnapshotBuffers()  # the host copy of the state each save writes
 
     @property
@@ -193,6 +195,8 @@ class Trainer:
         if self.precision.scaler is not None:
             self.precision.scaler.unscale_(self.opt)  # the history records true gradient norms
         norms = entity_grad_norms(self.model).cpu().numpy()[self.assignment]
+        if self.cfg.train.merge_warmup:
+            self._set_lr()
         self.precision.step(self.opt)
         for key, val in (("step", self.step), ("loss", loss_np), ("grad_norm", norms),
                          ("lr", self.opt.param_groups[0]["lr"]),
@@ -202,7 +206,18 @@ class Trainer:
         result = self.sharing.step(loss_np)
         if result is not None and self.sharing.parameters_replaced:
             self._wrap()
+            self.warmup_left = self.cfg.train.merge_warmup
         return result
+
+    def _set_lr(self) -> None:
+        """``train.merge_warmup``: this step's learning rate, ``lr * k / (K + 1)`` on the k-th
+        of the K steps after a merge, ``lr`` otherwise (every parameter group)."""
+        k_total, lr = self.cfg.train.merge_warmup, self.cfg.train.lr
+        if self.warmup_left > 0:
+            lr *= (k_total - self.warmup_left + 1) / (k_total + 1)
+            self.warmup_left -= 1
+        for group in self.opt.param_groups:
+            group["lr"] = lr
 
     # -- persistence --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -214,7 +229,8 @@ class Trainer:
                 "counters": self.counters, "torch_rng": torch.get_rng_state(),
                 "device_rng": device_rng_state(self.device),
                 "precision": self.precision.state_dict(),
-                "sampler": self.sampler().state_dict(consumed=self.step)}
+                "sampler": self.sampler().state_dict(consumed=self.step),
+                "warmup_left": self.warmup_left}
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
         if "sharing" not in st:
@@ -225,6 +241,7 @@ class Trainer:
         self.sharing.load_state_dict(st["sharing"])
         for key in ("step", "hist", "counters"):
             setattr(self, key, st[key])
+        self.warmup_left = int(st.get("warmup_left", 0))
         if self.dist.is_main:  # history written after this checkpoint is written again
             first = self.step - len(self.hist["step"])  # the checkpoint's own steps start here
             store.trim_history(self.paths.run_dir, from_step=first)

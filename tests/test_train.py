@@ -230,3 +230,39 @@ def test_train_restores_the_thread_count_and_the_global_rng(tmp_path) -> None:
     assert torch.get_num_threads() == before
     torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
     assert store.read_manifest(tmp_path / "a")["threads"] == (1 if before > 1 else 2)
+
+
+class _StopAtEvent(Exception):
+    pass
+
+
+class _StopAfterFirstEvent:
+    def on_event(self, trainer, result) -> None:
+        raise _StopAtEvent
+
+
+def test_merge_warmup_ramps_the_learning_rate_after_a_merge_and_resumes_exactly(tmp_path):
+    """``train.merge_warmup=K``: the K steps after an event that merged estimators train at
+    lr * k / (K + 1), k = 1..K, then at lr again; a run stopped at the event (its checkpoint
+    holds the warm-up still to come) resumes to the uninterrupted run's history and events."""
+    over = {"train.steps": 60, "sharing.warmup_steps": 30, "train.merge_warmup": 4}
+
+    def config(name: str):
+        return make_config("synthetic", overrides=over, out=str(tmp_path / name))
+
+    reference = train(config("reference"), progress=False)
+    h = store.read_history(reference)
+    groups = [len(set(a)) for a in h["assignment"].values]
+    assert groups[29] == 30 and groups[30] < 30  # the event after step 30 merged
+    np.testing.assert_allclose(h["lr"].values[:30], 0.01)
+    np.testing.assert_allclose(h["lr"].values[30:34], [0.002, 0.004, 0.006, 0.008])
+    np.testing.assert_allclose(h["lr"].values[34:], 0.01)
+    with pytest.raises(_StopAtEvent):
+        train(config("resumed"), progress=False, callbacks=[_StopAfterFirstEvent()])
+    resumed = train(config("resumed"), progress=False, resume=True)
+    xr.testing.assert_identical(store.read_history(resumed), h)
+    for a, b in zip(_events(reference), _events(resumed), strict=True):
+        xr.testing.assert_identical(a, b)
+    drop = ["wall_time_s"]
+    xr.testing.assert_identical(store.read_metrics(resumed).drop_vars(drop),
+                                store.read_metrics(reference).drop_vars(drop))
