@@ -200,7 +200,7 @@ def train_loader(items: Any, sampler: StepBatchSampler, num_workers: int,
     starts from: the global stream of the resumed run was then one draw ahead of the
     uninterrupted run's, and a model drawing from it (a template's Dropout on the CPU) gave
     other events after the resume."""
-    seed = int(np.random.SeedSequence([sampler.seed, sampler.position]).generate_state(1)[0])
+    seed = _mix(sampler.seed, sampler.position) >> 1
     return DataLoader(StepSeededItems(items, sampler.seed), batch_sampler=_StepKeys(sampler),
                       generator=torch.Generator().manual_seed(seed),
                       **_loader_kwargs(num_workers, device))
@@ -230,4 +230,5 @@ def predict_items(model: Any, items: Any, batch_size: int, num_workers: int = 0)
     return np.concatenate(out)
 
 
-__all__ = ["StepBatchSampler", "StepSeededItems", "batch_indices", "eval_loader", "predict_items", "train_loader"]
+__all__ = ["StepBatchSampler", "StepSeededItems", "batch_indices", "eval_loader", "predict_items",
+           "train_loader"]

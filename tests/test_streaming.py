@@ -21,6 +21,7 @@ from selective_sharing.datasets import (
     write_celeba_fixture,
 )
 from selective_sharing.datasets import celeba as celeba_module
+from test_train import _Stop, _StopAfterEvent
 
 pytest.importorskip("PIL")
 
@@ -227,21 +228,6 @@ def test_a_lock_held_briefly_by_a_child_of_a_dead_writer_is_taken_after_it(tmp_p
     finally:
         holder.wait()
         holder.stdout.close()
-
-
-class _Stop(Exception):
-    pass
-
-
-class _StopAfterEvent:
-    """A callback that interrupts training once ``n`` events (and their checkpoint) are on disk."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def on_event(self, trainer, result) -> None:
-        if trainer.n_events == self.n:
-            raise _Stop
 
 
 def _dropout_model(data):

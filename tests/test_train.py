@@ -232,13 +232,19 @@ def test_train_restores_the_thread_count_and_the_global_rng(tmp_path) -> None:
     assert store.read_manifest(tmp_path / "a")["threads"] == (1 if before > 1 else 2)
 
 
-class _StopAtEvent(Exception):
+class _Stop(Exception):
     pass
 
 
-class _StopAfterFirstEvent:
+class _StopAfterEvent:
+    """A callback that interrupts training once ``n`` events (and their checkpoint) are on disk."""
+
+    def __init__(self, n: int):
+        self.n = n
+
     def on_event(self, trainer, result) -> None:
-        raise _StopAtEvent
+        if trainer.n_events == self.n:
+            raise _Stop
 
 
 def test_merge_warmup_ramps_the_learning_rate_after_a_merge_and_resumes_exactly(tmp_path):
@@ -257,8 +263,8 @@ def test_merge_warmup_ramps_the_learning_rate_after_a_merge_and_resumes_exactly(
     np.testing.assert_allclose(h["lr"].values[:30], 0.01)
     np.testing.assert_allclose(h["lr"].values[30:34], [0.002, 0.004, 0.006, 0.008])
     np.testing.assert_allclose(h["lr"].values[34:], 0.01)
-    with pytest.raises(_StopAtEvent):
-        train(config("resumed"), progress=False, callbacks=[_StopAfterFirstEvent()])
+    with pytest.raises(_Stop):
+        train(config("resumed"), progress=False, callbacks=[_StopAfterEvent(1)])
     resumed = train(config("resumed"), progress=False, resume=True)
     xr.testing.assert_identical(store.read_history(resumed), h)
     for a, b in zip(_events(reference), _events(resumed), strict=True):
