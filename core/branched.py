@@ -159,27 +159,41 @@ class BranchedModel(nn.Module):
         z = self.entity_outputs(x)[:, self.assignment]
         return torch.einsum("bth,toh->bto", z, self.head_weight) + self.head_bias
 
-    def forward_entries(self, x: torch.Tensor, b_idx: torch.Tensor, t_idx: torch.Tensor
-                        ) -> torch.Tensor:
+    def forward_entries(self, x: torch.Tensor, b_idx: torch.Tensor, t_idx: torch.Tensor,
+                        representation: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions for the labelled entries (sample ``b_idx[n]``, task ``t_idx[n]``): (N, O).
 
         Computes each estimator only on the samples it is needed for when that is a small
         share of all (sample, estimator) pairs, else everything at once.
+
+        ``representation``: the trunk's output, rows first, computed by the caller (``b_idx``
+        then indexes its rows and the trunk is not run), e.g. one row per entry so that each
+        entry's gradient arrives separately (:class:`~.baselines.AffinityRecorder`). Not for
+        per-task trunks (``stl``), whose estimators each read their own trunk.
         """
+        if representation is not None and getattr(self.trunk, "copies", 1) > 1:
+            raise ValueError(
+                f"representation given, but the trunk holds {self.trunk.copies} per-task "
+                "copies whose outputs each estimator reads itself: call without it")
         e_idx = self.assignment[t_idx]
-        n_e, batch = self.n_entities, x.shape[0]
+        n_e = self.n_entities
+        batch = x.shape[0] if representation is None else representation.shape[0]
         keys, inverse = torch.unique(e_idx * batch + b_idx, return_inverse=True)
         if keys.numel() >= DENSE_MIN_FILL * batch * n_e:
-            z = self.entity_outputs(x)[b_idx, e_idx]
+            z = (self.entity_outputs(x) if representation is None
+                 else self.estimators(representation))[b_idx, e_idx]
         else:
-            z = self._sparse(x, keys, batch)[inverse]
+            z = self._sparse(x, keys, batch, representation)[inverse]
         w, b = self.head_weight[t_idx], self.head_bias[t_idx]
         return torch.einsum("nh,noh->no", z, w) + b
 
-    def _sparse(self, x: torch.Tensor, keys: torch.Tensor, batch: int) -> torch.Tensor:
+    def _sparse(self, x: torch.Tensor, keys: torch.Tensor, batch: int,
+                representation: torch.Tensor | None = None) -> torch.Tensor:
         ent, smp = keys // batch, keys % batch
         per_entity = getattr(self.trunk, "copies", 1) > 1
-        shared = None if per_entity else self.trunk(x)
+        shared = representation
+        if shared is None and not per_entity:
+            shared = self.trunk(x)
         counts = torch.bincount(ent, minlength=self.n_entities).tolist()
         unbound = self.estimators.unbound()
         out, start = [], 0
@@ -188,10 +202,9 @@ class BranchedModel(nn.Module):
                 continue
             rows = smp[start:start + n]
             start += n
-            h = self.trunk.one(x[rows], e) if per_entity else shared[rows]
+            h = self.trunk.one(x[rows], e) if shared is None else shared[rows]
             out.append(self.estimators.forward_one(h, e, unbound))
         return torch.cat(out)
-
 
 def describe(model: BranchedModel, limit: int = 4000) -> dict[str, str]:
     """What a manifest records of a user's model: its class, trunk and estimator template (the

@@ -84,3 +84,83 @@ def test_random_groups_without_reference_fails_before_training(tmp_path) -> None
     cfg = make_config("synthetic", "random_groups", 0, overrides=SMALL, out=str(tmp_path / "r"))
     with pytest.raises(ConfigError, match="set baseline.reference_run=RUN_DIR"):
         train(cfg, progress=False)
+
+
+def _loop_reference(trainer, shared, x, y, b_idx, t_idx, present):
+    """The definition: one ``autograd.grad`` of each task's loss through the whole model."""
+    import torch
+
+    from selective_sharing.core.losses import entry_losses
+
+    losses = entry_losses(trainer.model.forward_entries(x, b_idx, t_idx), y, t_idx,
+                          trainer.codes, trainer.n_classes, trainer.cfg.train.rank_mse_weight)
+    rows = []
+    for i in present.tolist():
+        g = torch.autograd.grad(losses[i], shared, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if gi is None else gi).flatten()
+                               for gi, p in zip(g, shared)]))
+    return losses.detach(), torch.stack(rows)
+
+
+@pytest.mark.parametrize("case", ["synthetic", "computer", "binary", "multiclass", "shapes",
+                                  "stl", "chunked"])
+def test_batched_task_gradients_equal_one_backward_per_task(case, monkeypatch) -> None:
+    """The recorder's per-task trunk gradients (one backward to per-entry rows, then batched
+    trunk products) equal one autograd.grad per task: regression, rank with its pairwise term,
+    binary, multiclass, a convolutional trunk, per-task trunks, and cotangents in chunks."""
+    import torch
+
+    from selective_sharing.core import baselines
+    from selective_sharing.core.training import Trainer
+    from selective_sharing.datasets import load_dataset
+    from selective_sharing.datasets.planted import planted
+
+    method, overrides = "mtl", {"train.device": "cpu"}
+    if case in ("synthetic", "stl", "chunked"):
+        data = load_dataset("synthetic", seed=0)
+        method = "stl" if case == "stl" else "mtl"
+    elif case == "computer":
+        data = load_dataset("computer", n_train_items=8)
+    elif case == "shapes":
+        data = load_dataset("shapes_context", seed=0, n_train=64, n_test=16)
+        overrides["train.batch_size"] = 16
+    else:
+        name = {"binary": "issue_binary_uneven", "multiclass": "shared_multiclass_equal"}[case]
+        data = planted(name, 0)
+    config = make_config(data.name, method, 0, overrides=overrides)
+    trainer = Trainer(config, data, assignment=np.arange(data.n_tasks))
+    for _ in range(3):  # away from the identical start
+        trainer._step()
+    x, y, m = trainer._next_batch()
+    b_idx, t_idx = m.nonzero(as_tuple=True)
+    y = y[b_idx, t_idx]
+    present = torch.bincount(t_idx, minlength=data.n_tasks).nonzero()[:, 0]
+    shared = list(trainer.model.trunk.parameters())
+    if case == "chunked":  # three tasks' cotangents per chunk, by their size
+        rows = trainer.model.representation(x).numel()
+        monkeypatch.setattr(baselines, "COTANGENT_ELEMENTS", 3 * rows)
+    if case == "computer":  # seven tasks per chunk, by their count
+        monkeypatch.setattr(baselines, "COTANGENT_TASKS", 7)
+    losses, flat = baselines.task_trunk_gradients(trainer, shared, x, y, b_idx, t_idx, present)
+    ref_losses, ref = _loop_reference(trainer, shared, x, y, b_idx, t_idx, present)
+    trainer.sharing.close()
+    assert flat.shape == ref.shape == (len(present), sum(p.numel() for p in shared))
+    assert ref.norm(dim=1).min() > 0
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-6, atol=1e-7)
+    scale = ref.abs().max(dim=1, keepdim=True).values
+    torch.testing.assert_close(flat / scale, ref / scale, rtol=0, atol=1e-5)
+
+
+def test_representation_is_refused_for_per_task_trunks() -> None:
+    import torch
+
+    from selective_sharing.core.training import Trainer
+    from selective_sharing.datasets import load_dataset
+
+    data = load_dataset("synthetic", seed=0)
+    trainer = Trainer(make_config("synthetic", "stl", 0, overrides={"train.device": "cpu"}), data)
+    trainer.sharing.close()
+    x = torch.zeros(2, data.x_train.shape[1])
+    idx = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="per-task copies"):
+        trainer.model.forward_entries(x, idx, idx, representation=torch.zeros(2, 64))
