@@ -108,6 +108,8 @@ class AffinityRecorder:
         model, n_tasks = trainer.model, trainer.n_tasks
         shared = [p for p in model.trunk.parameters()]
         present = torch.bincount(t_idx, minlength=n_tasks).nonzero()[:, 0]
+        if present.numel() == 0:  # a batch without labelled entries measures nothing
+            return
         losses, flat = task_trunk_gradients(trainer, shared, x, y, b_idx, t_idx, present)
         trainer.counters["backward_passes"] += len(present)
         trainer.counters["forward_passes"] += 1

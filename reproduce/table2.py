@@ -72,13 +72,14 @@ STL_IMAGE_STEP_DIVISOR = 3  # quick: stl trains image datasets for 1/3 of the st
 
 
 #: Seconds one quick-profile run took on this project's 2-core machine (training time recorded in
-#: the runs' stores, 2026-12-02), used only to start the longest runs first
+#: the runs' stores, 2026-12-02; the affinity baselines of the vector datasets 2026-12-04, after
+#: their per-task gradients were batched), used only to start the longest runs first
 #: (:func:`~selective_sharing.core.grid.longest_first`): a scheduling hint, never a result.
 QUICK_SECONDS = {
     "synthetic": {"*": 2.5},
-    "school": {"*": 3.5, "cosine_groups": 19.0, "tag": 24.0},
-    "computer": {"*": 3.0, "cosine_groups": 20.0, "tag": 29.0},
-    "computer_8": {"*": 3.0, "cosine_groups": 15.0, "tag": 20.0},
+    "school": {"*": 3.5, "cosine_groups": 7.0, "tag": 8.5},
+    "computer": {"*": 3.0, "cosine_groups": 2.0, "tag": 6.5},
+    "computer_8": {"*": 3.0, "cosine_groups": 1.5, "tag": 5.0},
     "mnist_context": {"*": 13.0, "stl": 48.0, "cosine_groups": 19.0, "tag": 19.0},
     "shapes_context": {"*": 18.0, "stl": 106.0, "cosine_groups": 26.0, "tag": 27.0},
 }
@@ -111,11 +112,11 @@ def method_overrides(
 ) -> dict[str, object]:
     """Per-profile, per-method config overrides (listed in the table's footnotes).
 
-    quick: ``cosine_groups`` and ``tag`` pay one backward pass per task (and ``tag`` one forward
-    pass per task) at every recording step; with 139 (school) or 180 (computer) tasks, TAG's
-    protocol (every 10th step of the whole run) would dominate the grid. In quick they record
-    only during the Selective Sharing warm-up window, about 3 times: the same evidence window
-    that ``ss_*`` decide from. full follows TAG (every 10th step, whole run).
+    quick: ``cosine_groups`` and ``tag`` record only during the Selective Sharing warm-up
+    window, about 3 times: the same evidence window that ``ss_*`` decide from (chosen when
+    each task's gradient cost its own backward pass, and TAG's protocol would have dominated
+    the grid; kept so the quick table stays comparable). full follows TAG (every 10th step,
+    whole run).
 
     quick also trains ``stl`` on the image datasets for a third of the steps: its T independent
     CNN trunks make each step about 9x an mtl step (mnist_context: 570 vs 60 ms on one core),

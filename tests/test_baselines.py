@@ -164,3 +164,21 @@ def test_representation_is_refused_for_per_task_trunks() -> None:
     idx = torch.zeros(2, dtype=torch.long)
     with pytest.raises(ValueError, match="per-task copies"):
         trainer.model.forward_entries(x, idx, idx, representation=torch.zeros(2, 64))
+
+
+def test_a_batch_without_labelled_entries_records_nothing() -> None:
+    import torch
+
+    from selective_sharing.core.baselines import AffinityRecorder
+    from selective_sharing.core.training import Trainer
+    from selective_sharing.datasets import load_dataset
+
+    data = load_dataset("synthetic", seed=0)
+    trainer = Trainer(make_config("synthetic", "mtl", 0, overrides={"train.device": "cpu"}), data,
+                      assignment=np.arange(data.n_tasks))
+    trainer.sharing.close()
+    recorder = AffinityRecorder("tag", 1, data.n_tasks)
+    x, none = torch.as_tensor(data.x_train[:4]), torch.zeros(0, dtype=torch.long)
+    recorder(trainer, x, torch.zeros(0), none, none)
+    assert recorder.recorded_steps == 0 and recorder.count.sum() == 0
+    assert trainer.counters["backward_passes"] == 0
