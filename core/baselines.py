@@ -30,7 +30,7 @@ import torch
 
 from . import store
 from .config import ConfigError, RunConfig
-from .distributed import broadcast
+from .distributed import broadcast, sum_
 from .grouping.affinity import groups_from_affinity, random_partition
 from .grouping.partition import canonical, group_sizes
 from .losses import entry_losses
@@ -105,12 +105,19 @@ class AffinityRecorder:
                  t_idx: torch.Tensor) -> None:
         if trainer.step % self.every:
             return
-        model, n_tasks = trainer.model, trainer.n_tasks
+        model, n_tasks, info = trainer.model, trainer.n_tasks, trainer.dist
         shared = [p for p in model.trunk.parameters()]
-        present = torch.bincount(t_idx, minlength=n_tasks).nonzero()[:, 0]
+        # data-parallel: each task's entries in the global batch normalize every rank's share,
+        # so the ranks' losses and gradients add up to the global batch's (as in training)
+        counts = trainer._counts if info.active else None
+        present = ((torch.bincount(t_idx, minlength=n_tasks) if counts is None else counts)
+                   > 0).nonzero()[:, 0]
         if present.numel() == 0:  # a batch without labelled entries measures nothing
             return
-        losses, flat = task_trunk_gradients(trainer, shared, x, y, b_idx, t_idx, present)
+        losses, flat = task_trunk_gradients(trainer, shared, x, y, b_idx, t_idx, present,
+                                            counts)
+        sum_(losses, info)
+        sum_(flat, info)
         trainer.counters["backward_passes"] += len(present)
         trainer.counters["forward_passes"] += 1
         idx = present.cpu().numpy()
@@ -120,25 +127,27 @@ class AffinityRecorder:
             self.total[np.ix_(idx, idx)] += cos
             self.count[np.ix_(idx, idx)] += 1
         else:
-            self._lookahead(trainer, shared, flat, losses, x, y, b_idx, t_idx, idx)
+            self._lookahead(trainer, shared, flat, losses, x, y, b_idx, t_idx, idx, counts)
         self.recorded_steps += 1
 
     @torch.no_grad()
-    def _lookahead(self, trainer, shared, flat, base, x, y, b_idx, t_idx, idx) -> None:
+    def _lookahead(self, trainer, shared, flat, base, x, y, b_idx, t_idx, idx, counts) -> None:
         lr = trainer.opt.param_groups[0]["lr"]
         saved = [p.detach().clone() for p in shared]
         sizes = [p.numel() for p in shared]
-        for row, g in zip(idx, flat):
+        after = base.new_empty((len(idx), trainer.n_tasks))
+        for k, g in enumerate(flat):
             for p, gi in zip(shared, g.split(sizes)):
                 p.sub_(lr * gi.view_as(p))
             pred = trainer.model.forward_entries(x, b_idx, t_idx)
-            after = entry_losses(pred, y, t_idx, trainer.codes, trainer.n_classes,
-                                 trainer.cfg.train.rank_mse_weight)
+            after[k] = entry_losses(pred, y, t_idx, trainer.codes, trainer.n_classes,
+                                    trainer.cfg.train.rank_mse_weight, counts=counts)
             for p, s in zip(shared, saved):
                 p.copy_(s)
-            z = 1.0 - after[idx] / base[idx].clamp_min(1e-12)
-            self.total[row, idx] += z.cpu().numpy()
-            self.count[row, idx] += 1
+        sum_(after, trainer.dist)  # the global batch's losses after each lookahead
+        z = 1.0 - after[:, idx] / base[idx].clamp_min(1e-12)
+        self.total[np.ix_(idx, idx)] += z.cpu().numpy()
+        self.count[np.ix_(idx, idx)] += 1
         trainer.counters["forward_passes"] += len(idx)
 
 
@@ -152,9 +161,11 @@ COTANGENT_TASKS = 16
 
 def task_trunk_gradients(trainer: Any, shared: list[torch.Tensor], x: torch.Tensor,
                          y: torch.Tensor, b_idx: torch.Tensor, t_idx: torch.Tensor,
-                         present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                         present: torch.Tensor, counts: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each present task's loss gradient on the shared trunk parameters, flattened: returns
-    ``(losses (n_tasks,), gradients (len(present), n_shared))``, both detached.
+    ``(losses (n_tasks,), gradients (len(present), n_shared))``, both detached. ``counts``:
+    as in :func:`~.losses.entry_losses` (a data-parallel rank's share of a global batch).
 
     A task's loss reads only its own entries, so one backward pass through the estimators to a
     per-entry copy of the trunk's output gives every task's gradient on that output at once
@@ -166,7 +177,7 @@ def task_trunk_gradients(trainer: Any, shared: list[torch.Tensor], x: torch.Tens
     one ``autograd.grad`` per task and 0.8 s this way (2026-12-04).
     """
     model = trainer.model
-    args = (trainer.codes, trainer.n_classes, trainer.cfg.train.rank_mse_weight)
+    args = (trainer.codes, trainer.n_classes, trainer.cfg.train.rank_mse_weight, counts)
     if getattr(model.trunk, "copies", 1) > 1:  # per-task trunks: no shared output to split
         losses = entry_losses(model.forward_entries(x, b_idx, t_idx), y, t_idx, *args)
         rows = [torch.autograd.grad(losses[i], shared, retain_graph=True, allow_unused=True)
@@ -179,7 +190,9 @@ def task_trunk_gradients(trainer: Any, shared: list[torch.Tensor], x: torch.Tens
     arange = torch.arange(len(b_idx), device=b_idx.device)
     losses = entry_losses(model.forward_entries(x, arange, t_idx, representation=entry_rep),
                           y, t_idx, *args)
-    (per_entry,) = torch.autograd.grad(losses[present].sum(), entry_rep)
+    (per_entry,) = torch.autograd.grad(losses[present].sum(), entry_rep, allow_unused=True)
+    if per_entry is None:  # no entry of a present task here (a data-parallel rank's share)
+        per_entry = torch.zeros_like(entry_rep)
     slot = torch.full((trainer.n_tasks,), -1, dtype=torch.long, device=t_idx.device)
     slot[present] = torch.arange(len(present), device=t_idx.device)
     chunk = max(1, min(COTANGENT_TASKS, COTANGENT_ELEMENTS // max(1, rep.numel())))
@@ -227,7 +240,8 @@ def baseline_partition(config: RunConfig, data: Any, run_dir: Path, progress: bo
     info = phase.dist
     phase.fit(progress and info.is_main)
     phase.sharing.close()
-    # each rank recorded affinities on its share of the batches: rank 0's partition holds
+    # every rank recorded the global batches' affinities; rank 0's partition holds (one
+    # decision, whatever the ranks' last bits)
     partition = broadcast(affinity_partition(config, recorder, data.n_tasks), info)
     ds = store.encode_affinity(task_names=data.task_names, affinity=recorder.affinity(),
                                partition=partition, method=config.method,
