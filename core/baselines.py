@@ -152,7 +152,7 @@ class AffinityRecorder:
 
 
 #: Most elements of one chunk of per-task cotangents on the trunk's output (tasks x B x D):
-#: 2**24 floats = 64 MB (School: 139 tasks x 11k students x 64 go 23 tasks at a time).
+#: 2**24 floats = 64 MB (School's ~11k training students x 64 would allow 23 tasks at a time).
 COTANGENT_ELEMENTS = 2 ** 24
 #: Most tasks per batched product through the trunk: its intermediate gradients are this many
 #: times a backward pass's (a convolutional trunk's feature maps), whatever the output's size.
