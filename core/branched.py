@@ -179,7 +179,10 @@ class BranchedModel(nn.Module):
         n_e = self.n_entities
         batch = x.shape[0] if representation is None else representation.shape[0]
         keys, inverse = torch.unique(e_idx * batch + b_idx, return_inverse=True)
-        if keys.numel() >= DENSE_MIN_FILL * batch * n_e:
+        # no labelled entry (a batch or a data-parallel rank's share without labels): the
+        # dense path gives (0, O) predictions that still reach every parameter, so the step's
+        # backward (and DDP's all-reduce) runs with zero gradients
+        if keys.numel() == 0 or keys.numel() >= DENSE_MIN_FILL * batch * n_e:
             z = (self.entity_outputs(x) if representation is None
                  else self.estimators(representation))[b_idx, e_idx]
         else:

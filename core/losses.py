@@ -73,6 +73,8 @@ def entry_losses(pred: torch.Tensor, y: torch.Tensor, t_idx: torch.Tensor,
         ``rank`` tasks is over the pairs within these entries only.
     """
     n_tasks = task_codes.numel()
+    if t_idx.numel() == 0:  # no labelled entry: zero losses that still reach the parameters
+        return pred.sum() * 0.0 + pred.new_zeros(n_tasks)
     code = task_codes[t_idx]
     elem = torch.zeros_like(pred[:, 0])
     y = y.to(elem.dtype)

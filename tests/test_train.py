@@ -272,3 +272,30 @@ def test_merge_warmup_ramps_the_learning_rate_after_a_merge_and_resumes_exactly(
     drop = ["wall_time_s"]
     xr.testing.assert_identical(store.read_metrics(resumed).drop_vars(drop),
                                 store.read_metrics(reference).drop_vars(drop))
+
+
+@pytest.mark.parametrize("method", ["ss_similarity", "tag"])
+def test_batches_without_any_label_train_through(tmp_path, method) -> None:
+    """Mini-batches with no labelled entry at all (here 48 of 60 samples carry no label) take a
+    step with zero loss gradients instead of failing (``torch.cat`` of no estimator outputs, then
+    a loss without a graph); the affinity recorder skips them; the history marks them NaN."""
+    from selective_sharing.datasets import from_arrays
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 5)).astype(np.float32)
+    targets = {f"t{i}": (x[:, i] + 0.1 * rng.standard_normal(60)).astype(np.float32)
+               for i in range(4)}
+    mask = np.zeros((60, 4), bool)
+    mask[:12] = True
+    data = from_arrays(x, targets, "regression", mask=mask, seed=0, test_fraction=0.2)
+    overrides = {"train.steps": 30, "train.batch_size": 4, "warmup_steps": 10,
+                 "baseline.n_groups": 2, "baseline.affinity_every": 1}
+    run = train(make_config(data.name, method, 0, overrides=overrides, out=str(tmp_path / "r")),
+                data=data, progress=False)
+    assert store.read_manifest(run)["status"] == "complete"
+    loss = store.read_history(run)["loss"].values
+    empty = np.isnan(loss).all(axis=1)
+    assert 0 < empty.sum() < len(loss)  # both kinds of batch were met
+    assert np.isfinite(loss[~empty]).any(axis=1).all()
+    if method == "tag":
+        assert 0 < store.read_affinity(run).attrs["recorded_steps"] < 30
