@@ -170,22 +170,42 @@ def failure_message(err: BaseException, info: DistInfo, peer_list: list[tuple[st
     return f"rank {info.rank} of {info.world}: {type(err).__name__}: {err}"
 
 
+class SigtermGuard:
+    """What :func:`terminate_raises` yields: :meth:`hold` turns later SIGTERMs into a note, so
+    the failure path (the manifest marked failed) is not cut short by the SIGTERM ``torchrun``
+    sends when another rank has already failed."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.received = False
+
+    def hold(self) -> None:
+        """From now on a SIGTERM is only noted (``received``); the caller is already failing."""
+        self.holding = True
+
+
 @contextmanager
-def terminate_raises(info: DistInfo) -> Iterator[None]:
+def terminate_raises(info: DistInfo) -> Iterator[SigtermGuard]:
     """SIGTERM (what ``torchrun`` sends the other ranks when one fails) raises
     :class:`RankFailure` in the main thread, so the run is marked failed rather than left
-    ``running``."""
+    ``running``. The first SIGTERM raises; any later one, or one after
+    :meth:`SigtermGuard.hold`, is only noted, so the code that handles the failure runs to its
+    end (a second signal there would otherwise kill the process before it marks the run)."""
+    guard = SigtermGuard()
     if not info.active or threading.current_thread() is not threading.main_thread():
-        yield
+        yield guard
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise RankFailure(f"rank {info.rank} received SIGTERM (torchrun stops every rank when "
-                          "one fails)")
+        first = not (guard.received or guard.holding)
+        guard.received = True
+        if first:
+            raise RankFailure(f"rank {info.rank} received SIGTERM (torchrun stops every rank "
+                              "when one fails)")
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        yield
+        yield guard
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -195,6 +215,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-__all__ = ["DistInfo", "RankFailure", "agree", "average_", "barrier", "broadcast", "current",
+__all__ = ["DistInfo", "RankFailure", "SigtermGuard", "agree", "average_", "barrier", "broadcast", "current",
            "failure_message", "init_from_env", "launched", "peers", "rank_device", "sum_",
            "terminate_raises"]

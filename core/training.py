@@ -121,21 +121,25 @@ def _train(config: RunConfig, data: Any, model: BranchedModel | None, resume: bo
         if status == "complete":
             return run_dir  # --resume of a finished run: nothing to do
         peer_list = peers(info)
-        try:
-            torch.set_num_threads(threads)
-            with terminate_raises(info):
+        # the SIGTERM handler stays in place while a failure is recorded: torchrun's SIGTERM,
+        # sent when another rank has died, would otherwise kill this rank (default action)
+        # between a collective's error and the manifest's "failed"
+        with terminate_raises(info) as sigterm:
+            try:
+                torch.set_num_threads(threads)
                 _fit_run(config, data, model, resume, progress, callbacks, run_dir, info)
-        except BaseException as err:
-            if info.is_main:
-                message = (failure_message(err, info, peer_list) if info.active
-                           else f"{type(err).__name__}: {err}")
-                try:
-                    store.update_manifest(run_dir, status="failed", error=message)
-                except Exception as note:  # e.g. the disk is full: keep the original error on top
-                    err.add_note(f"(could not mark {run_dir} as failed either: {note})")
-            raise
-        finally:
-            torch.set_num_threads(threads_before)
+            except BaseException as err:
+                sigterm.hold()
+                if info.is_main:
+                    message = (failure_message(err, info, peer_list) if info.active
+                               else f"{type(err).__name__}: {err}")
+                    try:
+                        store.update_manifest(run_dir, status="failed", error=message)
+                    except Exception as note:  # e.g. disk full: keep the original error on top
+                        err.add_note(f"(could not mark {run_dir} as failed either: {note})")
+                raise
+            finally:
+                torch.set_num_threads(threads_before)
     return run_dir
 
 

@@ -120,7 +120,8 @@ def _worker(rank: int, port: int, out: str, kind: str) -> None:
     torch.distributed.init_process_group("gloo")
     torch.set_num_threads(1)
     try:
-        record = (_builtin if kind == "builtin" else _user_loop)(out)
+        record = {"builtin": _builtin, "user": _user_loop, "sigterm": _sigterm_while_failing
+                  }[kind](out)
         if rank == 0:
             Path(out, "record.json").write_text(json.dumps(record))
     finally:
@@ -168,6 +169,36 @@ def _user_loop(out: str) -> dict:
     return {"digests": digests, "ari": ari, "events": sharing.n_events}
 
 
+class _FailsOnRank0:
+    """``on_event``: rank 0 fails at the first event (the other rank waits in a collective)."""
+
+    def on_event(self, trainer, result) -> None:
+        if torch.distributed.get_rank() == 0:
+            raise RuntimeError("a callback failed on rank 0")
+
+
+def _sigterm_while_failing(out: str) -> dict:
+    """Rank 0 fails, and a SIGTERM (what torchrun sends once another rank has died) reaches it
+    while it marks the run failed."""
+    import signal
+
+    from selective_sharing.core import store as run_store
+
+    mark = run_store.update_manifest
+
+    def update_manifest(run_dir, **changes):
+        if changes.get("status") == "failed":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return mark(run_dir, **changes)
+
+    run_store.update_manifest = update_manifest
+    config = make_config("synthetic", "ss_similarity", 0, out=str(Path(out) / "run"),
+                         overrides={"train.steps": 60, "warmup_steps": 20, "regroup_every": 20,
+                                    "batch_size": 128})
+    train(config, progress=False, callbacks=[_FailsOnRank0()])
+    return {}
+
+
 def _spawn(tmp_path: Path, kind: str) -> dict:
     torch.multiprocessing.spawn(_worker, args=(_free_port(), str(tmp_path), kind), nprocs=2,
                                 join=True)
@@ -189,6 +220,18 @@ def test_a_users_ddp_loop_merges_the_same_on_every_rank(tmp_path):
     for per_rank in record["digests"]:
         assert per_rank[0] == per_rank[1]
     assert len(store.list_events(tmp_path / "user")) == 3  # rank 0 wrote every event
+
+
+def test_a_sigterm_while_rank_0_records_a_failure_does_not_cut_it_short(tmp_path):
+    """torchrun sends SIGTERM to the other ranks once one has died; when it reaches rank 0
+    while rank 0 handles its own error (a collective's, here a callback's), the run is still
+    marked failed with that error, not left ``running`` (a fault test caught this race)."""
+    with pytest.raises(torch.multiprocessing.ProcessRaisedException,
+                       match="a callback failed on rank 0"):
+        _spawn(tmp_path, "sigterm")
+    manifest = store.read_manifest(tmp_path / "run")
+    assert manifest["status"] == "failed"
+    assert "RuntimeError: a callback failed on rank 0" in manifest["error"]
 
 
 def test_every_rank_stops_when_rank_0_cannot_open_the_run(tmp_path):
