@@ -169,6 +169,53 @@ def test_family_covers_the_kinds():
     assert any(k["inputs"] == "own" and k["task_type"] == "regression" for k in kinds)
 
 
+# --- reproduce/calibration.py: the linear-fit reference (no training) --------------------------
+
+
+def _calibration_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("calibration_script",
+                                                  ROOT / "reproduce" / "calibration.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_task_coefficients_are_each_tasks_own_least_squares_fit():
+    cal = _calibration_module()
+    data = planted("own_regression_equal", seed=0)
+    w = cal.task_coefficients(data)
+    assert w.shape == (data.n_tasks, data.x_train.shape[1])
+    for t in (0, 7, data.n_tasks - 1):
+        m = data.m_train[:, t].astype(bool)
+        x = np.c_[data.x_train[m].astype(np.float64), np.ones(m.sum())]
+        expected = np.linalg.lstsq(x, data.y_train[m, t].astype(np.float64), rcond=None)[0][:-1]
+        np.testing.assert_allclose(w[t], expected, rtol=1e-6, atol=1e-8)
+    multi = planted("shared_multiclass_equal", seed=0)
+    assert cal.task_coefficients(multi).shape == (multi.n_tasks, 3 * multi.x_train.shape[1])
+
+
+def test_linear_reference_finds_planted_direction_groups_and_reports_them():
+    """On a direction-sharing generator the per-task fits hold the groups (ARI 1), and their
+    best cut separates far better than on the structure-free version; the report's section
+    prints these rows."""
+    cal = _calibration_module()
+    rows = cal.reference_rows(["own_regression_equal"], [0])
+    by = {r["version"]: r for r in rows}
+    assert set(by) == {"structured", "free"}
+    assert by["structured"]["ari"] == pytest.approx(1.0)
+    assert by["structured"]["groups_found"] == 4
+    assert by["structured"]["silhouette"] > by["free"]["silhouette"] + 0.3
+    assert by["free"]["n_tasks"] == 20
+    text = "\n".join(cal._reference(rows, [], ["own_regression_equal"]))
+    line = next(x for x in text.splitlines() if x.startswith("| own_regression_equal |"))
+    assert line.split(" | ")[1:3] == ["1.00", "1/1 (100%)"]
+    assert f"{by['free']['silhouette']:.3f}" in line
+    assert "linear fits 1/1 (100%)" in text
+
+
 # --- reproduce/calibration.py, end to end ------------------------------------------------------
 
 
@@ -193,6 +240,10 @@ def test_calibration_table_equals_the_stores(calibration):
     assert "GENERATED" in md and {r["version"] for r in rows} == {"structured", "free"}
     assert all(r["data"] == "GENERATED (variant synthetic)" for r in rows)
     assert len(rows) == 2  # one event per run with the defaults
+    reference = list(csv.DictReader((tmp / "results" / "calibration_reference.csv").open()))
+    assert [(r["generator"], r["version"], r["seed"]) for r in reference] == [
+        ("own_regression_equal", "structured", "0"), ("own_regression_equal", "free", "0")]
+    assert "## Reference: the same cut on per-task linear fits (no gradients)" in md
     for r in rows:
         run = tmp / "runs" / "own_regression_equal" / r["version"] / "seed0"
         assert Path(r["run"]) == run
@@ -225,9 +276,10 @@ def test_calibration_table_equals_the_stores(calibration):
 @pytest.mark.slow
 def test_calibration_report_rebuilds_identically_from_the_stores(calibration):
     tmp, cmd = calibration
-    before = [(tmp / "results" / f).read_text() for f in ("calibration.md", "calibration.csv")]
+    files = ("calibration.md", "calibration.csv", "calibration_reference.csv")
+    before = [(tmp / "results" / f).read_text() for f in files]
     again = [*cmd[:cmd.index("--out") + 1], str(tmp / "again"), "--report-only"]
     proc = subprocess.run(again, capture_output=True, text=True, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    after = [(tmp / "again" / f).read_text() for f in ("calibration.md", "calibration.csv")]
+    after = [(tmp / "again" / f).read_text() for f in files]
     assert after == before
