@@ -74,6 +74,10 @@ class Job:
     def version(self) -> str:
         return VERSIONS[self.structured]
 
+    @property
+    def label(self) -> str:
+        return f"{self.generator}/{self.version}/seed{self.seed}"
+
 
 def plan(runs: Path, generators, seeds) -> list[Job]:
     """One job per (generator, structured/free, seed), in that order."""
@@ -109,11 +113,13 @@ def run_job(job: Job) -> tuple[Job, str]:
     return job, "trained"
 
 
-def train_all(jobs: list[Job], workers: int) -> dict[str, list]:
-    """Run every job in a process pool; failures are collected, not raised."""
+def train_all(jobs: list, workers: int, run=None) -> dict[str, list]:
+    """Run every job in a process pool (``run(job) -> (job, "trained" | "reused")``, default
+    :func:`run_job`); failures are collected, not raised."""
+    run = run_job if run is None else run
     outcome: dict[str, list] = {"trained": [], "reused": [], "failed": []}
     with ProcessPoolExecutor(max(1, workers)) as pool:
-        futures = {pool.submit(run_job, job): job for job in jobs}
+        futures = {pool.submit(run, job): job for job in jobs}
         for done, future in enumerate(as_completed(futures), 1):
             job = futures[future]
             try:
@@ -123,8 +129,7 @@ def train_all(jobs: list[Job], workers: int) -> dict[str, list]:
                 how = "FAILED"
             else:
                 outcome[how].append(job)
-            print(f"[{done}/{len(jobs)}] {job.generator}/{job.version}/seed{job.seed}: {how}",
-                  file=sys.stderr, flush=True)
+            print(f"[{done}/{len(jobs)}] {job.label}: {how}", file=sys.stderr, flush=True)
     return outcome
 
 

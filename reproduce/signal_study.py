@@ -35,7 +35,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +71,10 @@ class Job:
     @property
     def version(self) -> str:
         return cal.VERSIONS[self.structured]
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant}/{self.generator}/{self.version}/seed{self.seed}"
 
 
 def plan(runs: Path, generators, seeds) -> list[Job]:
@@ -130,22 +133,6 @@ def prior_model(config, data):
         for t, bias in enumerate(label_prior(data)):
             model.head_bias[t, :bias.size] = torch.as_tensor(bias, dtype=torch.float32)
     return model
-
-
-def train_all(jobs: list[Job], workers: int) -> list[tuple[Job, str]]:
-    failed = []
-    with ProcessPoolExecutor(max(1, workers)) as pool:
-        futures = {pool.submit(run_job, job): job for job in jobs}
-        for done, future in enumerate(as_completed(futures), 1):
-            job = futures[future]
-            try:
-                _, how = future.result()
-            except Exception as err:  # noqa: BLE001  (reported, the study goes on)
-                failed.append((job, f"{type(err).__name__}: {err}"))
-                how = "FAILED"
-            print(f"[{done}/{len(jobs)}] {job.variant}/{job.generator}/{job.version}/"
-                  f"seed{job.seed}: {how}", file=sys.stderr, flush=True)
-    return failed
 
 
 # --- features of the stored windows -------------------------------------------------------------
@@ -293,7 +280,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     start = time.perf_counter()
     jobs = plan(Path(args.runs), args.generators, args.seeds)
-    failed = [] if args.report_only else train_all(jobs, args.workers)
+    failed = [] if args.report_only else cal.train_all(jobs, args.workers, run_job)["failed"]
     bad = {job.out for job, _ in failed}
     rows = read_rows([j for j in jobs if j.out not in bad])
     rows += linear_rows(args.generators, args.seeds)

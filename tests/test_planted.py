@@ -15,6 +15,8 @@ from scipy.stats import norm
 from selective_sharing.datasets import DatasetError, MTLData
 from selective_sharing.datasets.planted import GENERATORS, planted
 
+from reproduce_scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = sorted(GENERATORS)
 #: A sample statistic of either version may sit this many standard errors from the population
@@ -173,14 +175,7 @@ def test_family_covers_the_kinds():
 
 
 def _calibration_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("calibration_script",
-                                                  ROOT / "reproduce" / "calibration.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("calibration")
 
 
 def test_task_coefficients_are_each_tasks_own_least_squares_fit():

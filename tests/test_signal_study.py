@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +12,14 @@ import pytest
 import torch
 from selective_sharing.datasets.planted import planted
 
+from reproduce_scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("signal_study_script",
-                                                  ROOT / "reproduce" / "signal_study.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("signal_study")
 
 
 @pytest.mark.parametrize("generator", ["own_regression_equal", "issue_binary_uneven",

@@ -6,7 +6,6 @@ The end-to-end tests run a tiny grid (9 synthetic tasks, 30 steps) through
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import signal
@@ -30,16 +29,15 @@ from selective_sharing.core.config import ConfigError
 from selective_sharing.core.grid import GridError, Job, plan_grid, run_grid, summarize_outcomes
 from selective_sharing.core.linear import LINEAR_METHODS
 
+from reproduce_scripts import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "reproduce" / "table2.py"
 TINY = ["train.steps=30", "sharing.warmup_steps=10", "n_tasks=9", "samples_per_task=30"]
 METHODS = ["ss_similarity", "random_groups"]
 
 
 def _table2():
-    spec = importlib.util.spec_from_file_location("table2_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("table2")
 
 
 def _args(root: Path, *extra: str, runs: str = "runs", out: str = "results") -> list[str]:
