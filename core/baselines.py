@@ -21,6 +21,8 @@ Which method is which baseline is read from its :class:`~.methods.MethodSpec` (`
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -114,20 +116,21 @@ class AffinityRecorder:
                    > 0).nonzero()[:, 0]
         if present.numel() == 0:  # a batch without labelled entries measures nothing
             return
-        losses, flat = task_trunk_gradients(trainer, shared, x, y, b_idx, t_idx, present,
-                                            counts)
-        sum_(losses, info)
-        sum_(flat, info)
-        trainer.counters["backward_passes"] += len(present)
-        trainer.counters["forward_passes"] += 1
-        idx = present.cpu().numpy()
-        if not self.lookahead:  # mean pairwise cosine of the per-task trunk gradients
-            unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            cos = (unit @ unit.T).cpu().numpy()
-            self.total[np.ix_(idx, idx)] += cos
-            self.count[np.ix_(idx, idx)] += 1
-        else:
-            self._lookahead(trainer, shared, flat, losses, x, y, b_idx, t_idx, idx, counts)
+        with buffers_kept(model):  # the measurement's forwards must not train BatchNorm stats
+            losses, flat = task_trunk_gradients(trainer, shared, x, y, b_idx, t_idx, present,
+                                                counts)
+            sum_(losses, info)
+            sum_(flat, info)
+            trainer.counters["backward_passes"] += len(present)
+            trainer.counters["forward_passes"] += 1
+            idx = present.cpu().numpy()
+            if not self.lookahead:  # mean pairwise cosine of the per-task trunk gradients
+                unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                cos = (unit @ unit.T).cpu().numpy()
+                self.total[np.ix_(idx, idx)] += cos
+                self.count[np.ix_(idx, idx)] += 1
+            else:
+                self._lookahead(trainer, shared, flat, losses, x, y, b_idx, t_idx, idx, counts)
         self.recorded_steps += 1
 
     @torch.no_grad()
@@ -149,6 +152,23 @@ class AffinityRecorder:
         self.total[np.ix_(idx, idx)] += z.cpu().numpy()
         self.count[np.ix_(idx, idx)] += 1
         trainer.counters["forward_passes"] += len(idx)
+
+
+@contextmanager
+def buffers_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Restore ``model``'s buffers (BatchNorm running statistics and batch counts) on exit.
+
+    A recording step's forward passes, one for the gradients and, for ``tag``, one per
+    lookahead on a shifted trunk, run in train mode; without this, each would update the
+    running statistics as a training step does (``tag``: once per task per recording step,
+    with statistics of trunks that are never trained)."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 #: Most elements of one chunk of per-task cotangents on the trunk's output (tasks x B x D):

@@ -182,3 +182,38 @@ def test_a_batch_without_labelled_entries_records_nothing() -> None:
     recorder(trainer, x, torch.zeros(0), none, none)
     assert recorder.recorded_steps == 0 and recorder.count.sum() == 0
     assert trainer.counters["backward_passes"] == 0
+
+
+@pytest.mark.parametrize("method", ["tag", "cosine_groups"])
+def test_recording_leaves_batchnorm_statistics_as_they_were(method) -> None:
+    """A recording step's extra forward passes (and tag's lookaheads on shifted trunks) run in
+    train mode; the trunk's BatchNorm running statistics and count must come out unchanged
+    (before the fix they did not), and so must every parameter."""
+    import torch
+    from torch import nn
+
+    from selective_sharing.core import BranchedModel
+    from selective_sharing.core.baselines import AffinityRecorder
+    from selective_sharing.core.training import Trainer
+    from selective_sharing.datasets import load_dataset
+
+    data = load_dataset("synthetic", seed=0)
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Linear(data.x_train.shape[1], 32), nn.BatchNorm1d(32), nn.ReLU())
+    model = BranchedModel(trunk, nn.Sequential(nn.Linear(32, 16), nn.ReLU()), heads=data.tasks)
+    trainer = Trainer(make_config("synthetic", "mtl", 0, overrides={"train.device": "cpu"}), data,
+                      assignment=np.arange(data.n_tasks), model=model)
+    trainer.sharing.close()
+    for _ in range(2):  # running statistics away from their initial values
+        trainer._step()
+    trainer.step = 0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y, m = trainer._next_batch()
+    b_idx, t_idx = m.nonzero(as_tuple=True)
+    recorder = AffinityRecorder(method, 1, data.n_tasks)
+    recorder(trainer, x, y[b_idx, t_idx], b_idx, t_idx)
+    assert recorder.recorded_steps == 1
+    after = model.state_dict()
+    assert not torch.equal(before["trunk.1.running_mean"], torch.zeros(32))
+    for name, value in before.items():
+        assert torch.equal(after[name], value), name
