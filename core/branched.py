@@ -3,8 +3,9 @@
 The estimator template (any ``nn.Module`` mapping ``(B, D)`` to ``(B, H)``) is cloned once per
 task and held *stacked*: one tensor per template parameter (and buffer) with a leading entity
 dimension, as :func:`torch.func.stack_module_state` lays them out. A merge of entities is then
-one linear map along that dimension (:meth:`.estimators.EstimatorStack.merge`), and the gradient signal of
-every entity is one tensor (the stacked first weight matrix's gradient, ``(E, H0, D)``).
+one linear map along that dimension (:meth:`.estimators.EstimatorStack.merge`), and the
+gradient signal of every entity is one tensor (the stacked first weight matrix's gradient,
+``(E, H0, D)``).
 
 Forward runs every entity with ``vmap(functional_call)`` (``randomness="different"``, so Dropout
 masks differ per entity; BatchNorm keeps running statistics per entity in its stacked buffers).
