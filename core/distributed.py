@@ -215,6 +215,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-__all__ = ["DistInfo", "RankFailure", "SigtermGuard", "agree", "average_", "barrier", "broadcast", "current",
-           "failure_message", "init_from_env", "launched", "peers", "rank_device", "sum_",
-           "terminate_raises"]
+__all__ = ["DistInfo", "RankFailure", "SigtermGuard", "agree", "average_", "barrier", "broadcast",
+           "current", "failure_message", "init_from_env", "launched", "peers", "rank_device",
+           "sum_", "terminate_raises"]
