@@ -301,17 +301,18 @@ def reference_rows(generators, seeds) -> list[dict]:
 def _reference(ref: list[dict], runs: list[dict], generators) -> list[str]:
     """The report's section on :func:`reference_rows`, beside the events' own best cuts."""
     lines = ["", "## Reference: the same cut on per-task linear fits (no gradients)", "",
-             "Each task's linear fit on its own training samples (least squares; logistic "
-             "regression, scikit-learn defaults), clustered exactly as an event clusters "
-             "gradients (cosine distance, average linkage, silhouette-best cut, no floor). It "
-             "says how much group signal the data themselves carry for this cut; it is not a "
-             "method of this project (it fits every task to convergence and needs no shared "
-             "model). Best-cut silhouettes are given for the structured and the structure-free "
-             "version; `event` columns repeat the runs' own (gradient) best cuts for comparison.",
+             ("Each task's linear fit on its own training samples (least squares; logistic "
+              "regression, scikit-learn defaults), clustered exactly as an event clusters "
+              "gradients (cosine distance, average linkage, silhouette-best cut, no floor). It "
+              "says how much group signal the data themselves carry for this cut; it is not a "
+              "method of this project (it fits every task to convergence and needs no shared "
+              "model). Best-cut silhouettes are given for the structured and the "
+              "structure-free version; `event` columns repeat the runs' own (gradient) best "
+              "cuts for comparison."),
              "",
-             "| generator | linear fits: best-cut ARI per seed | pairs ARI >= 0.9 | silhouette "
-             "structured | silhouette structure-free | event: best-cut ARI >= 0.9 | event: "
-             "silhouette structured | event: silhouette structure-free |",
+             ("| generator | linear fits: best-cut ARI per seed | pairs ARI >= 0.9 | silhouette "
+              "structured | silhouette structure-free | event: best-cut ARI >= 0.9 | event: "
+              "silhouette structured | event: silhouette structure-free |"),
              "|---|---|---|---|---|---|---|---|"]
     totals = [0, 0, 0, 0]
     for g in generators:
@@ -330,10 +331,10 @@ def _reference(ref: list[dict], runs: list[dict], generators) -> list[str]:
             f"{_pct(ev_hit, len(es)) if es else 'n/a'} | "
             f"{_stats(r['silhouette_cosine'] for r in es) if es else 'n/a'} | "
             f"{_stats(r['silhouette_cosine'] for r in ef) if ef else 'n/a'} |")
-    lines += ["", f"All generators: linear fits {_pct(totals[0], totals[1])} of the structured "
-              f"pairs at ARI >= {ARI_GOAL}; the events' cosine best cut "
-              f"{_pct(totals[2], totals[3])} (same cut, gradient features of the event window). "
-              "`event` silhouettes are those of the cosine distance."]
+    lines += ["", (f"All generators: linear fits {_pct(totals[0], totals[1])} of the "
+                   f"structured pairs at ARI >= {ARI_GOAL}; the events' cosine best cut "
+                   f"{_pct(totals[2], totals[3])} (same cut, gradient features of the event "
+                   "window). `event` silhouettes are those of the cosine distance.")]
     return lines
 
 

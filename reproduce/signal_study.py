@@ -42,13 +42,15 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import calibration as cal  # noqa: E402  (the sibling script: generators, formatting, reference)
-
-from selective_sharing.core import make_config, store  # noqa: E402
-from selective_sharing.core.grouping.distances import finalize_distances  # noqa: E402
-from selective_sharing.core.grouping.silhouette import (  # noqa: E402
-    average_linkage, best_cut, labels_after_merges)
-from selective_sharing.datasets.planted import GENERATORS, planted  # noqa: E402
+import calibration as cal  # the sibling script (the path above): generators, formatting
+from selective_sharing.core import make_config, store
+from selective_sharing.core.grouping.distances import finalize_distances
+from selective_sharing.core.grouping.silhouette import (
+    average_linkage,
+    best_cut,
+    labels_after_merges,
+)
+from selective_sharing.datasets.planted import GENERATORS, planted
 
 EVERY = 40  # steps between the windows of the ``windows`` variant
 VARIANTS = {
@@ -122,7 +124,6 @@ def prior_model(config, data):
     """The built-in model of ``config`` on ``data`` (the weights ``train`` would build), with
     each task's head bias set to :func:`label_prior`."""
     import torch
-
     from selective_sharing.core.model import build_model
     from selective_sharing.core.training import _defaults_for
 
@@ -237,16 +238,17 @@ def report(rows: list[dict], generators, seeds, failed=()) -> str:
     lines = [
         "# Where the gradient group signal lives (GENERATED data)",
         "",
-        "**All numbers below come from GENERATED data** (`selective_sharing.datasets.planted`). "
-        f"`ss_similarity`, quick profile, merging off; seeds {', '.join(map(str, seeds))}; "
-        f"generators: {', '.join(generators)}. Every feature is clustered by the decision's "
-        "cut (cosine distance, average linkage, silhouette-best cut, no floor). Recovered: "
-        f"structured pairs with ARI >= {cal.ARI_GOAL}. Ceiling: pairs where some cut of the same "
-        "tree reaches it (chosen with the planted groups in hand). Silhouettes: min / median / "
-        "max of the best cut. Per generator: recovered pairs in the order above.",
+        ("**All numbers below come from GENERATED data** "
+         "(`selective_sharing.datasets.planted`). "
+         f"`ss_similarity`, quick profile, merging off; seeds {', '.join(map(str, seeds))}; "
+         f"generators: {', '.join(generators)}. Every feature is clustered by the decision's "
+         "cut (cosine distance, average linkage, silhouette-best cut, no floor). Recovered: "
+         f"structured pairs with ARI >= {cal.ARI_GOAL}. Ceiling: pairs where some cut of the "
+         "same tree reaches it (chosen with the planted groups in hand). Silhouettes: min / "
+         "median / max of the best cut. Per generator: recovered pairs in the order above."),
         "",
-        "| feature | recovered | ceiling | per generator | silhouette structured | silhouette "
-        "structure-free | structured above every structure-free |",
+        ("| feature | recovered | ceiling | per generator | silhouette structured | silhouette "
+         "structure-free | structured above every structure-free |"),
         "|---|---|---|---|---|---|---|",
     ]
     for name in features:

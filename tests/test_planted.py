@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reproduce_scripts import load_script
 from scipy.stats import norm
-
 from selective_sharing.datasets import DatasetError, MTLData
 from selective_sharing.datasets.planted import GENERATORS, planted
-
-from reproduce_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = sorted(GENERATORS)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from reproduce_scripts import load_script
 from selective_sharing.analysis.table import (
     NO_GROUPS,
     collect_runs,
@@ -28,8 +29,6 @@ from selective_sharing.core import store
 from selective_sharing.core.config import ConfigError
 from selective_sharing.core.grid import GridError, Job, plan_grid, run_grid, summarize_outcomes
 from selective_sharing.core.linear import LINEAR_METHODS
-
-from reproduce_scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "reproduce" / "table2.py"
 TINY = ["train.steps=30", "sharing.warmup_steps=10", "n_tasks=9", "samples_per_task=30"]
