@@ -11,7 +11,9 @@ settings (quick profile, one torch thread) and merging off (``grouping.min_silho
 every window is read from tasks that all kept their own estimator) in two variants:
 
 - ``windows``: an event every 40 steps (steps 40, 80, 120, 160; ``regroup_every=40``). Its first
-  window (steps 0-40) is the calibration run's window;
+  window (steps 0-40) is the calibration run's window. At every event a callback
+  (:class:`ProbeOutputs`) also saves every branch's outputs on the training inputs, for a
+  comparison of the tasks' functions instead of their gradients;
 - ``prior``: one event at step 40, each task's head bias first set to its label prior (mean
   target; log-odds of the positive rate; centred log class frequencies), so the residuals that
   the first steps' gradients carry have mean zero.
@@ -22,8 +24,9 @@ ARI >= 0.9, the truth-chosen ceiling (the best ARI over every cut of the same tr
 best-cut silhouettes of the structured and the structure-free versions. Features: each window;
 all windows summed; three transforms of the first window (unit rows centred across tasks; the
 dominant common direction removed; trunk coordinates whitened by the pooled covariance of all
-tasks' rows); the ``prior`` window. The calibration's training-free linear-fit reference is the
-last row. Writes ``OUT/signal_study.md`` and ``OUT/signal_study.csv``; ``--report-only``
+tasks' rows); the branches' outputs on the training inputs (centred over the inputs) after the
+first and the last window; the ``prior`` window. The calibration's training-free linear-fit
+reference is the last row. Writes ``OUT/signal_study.md`` and ``OUT/signal_study.csv``; ``--report-only``
 rebuilds them from the stores.
 """
 
@@ -109,15 +112,43 @@ def run_job(job: Job) -> tuple[Job, str]:
     from selective_sharing.core.training import train
 
     data = planted(job.generator, job.seed, job.structured)
-    if cal._complete_on(job.out, data.provenance["sha256"]):
+    probes = Path(job.out) / PROBE_DIR
+    if cal._complete_on(job.out, data.provenance["sha256"]) and (
+            job.variant != "windows" or probes.is_dir()):
         return job, "reused"
     if Path(job.out).exists():
         shutil.rmtree(job.out)
     config = make_config(data.name, "ss_similarity", job.seed, "quick",
                          overrides={**COMMON, **VARIANTS[job.variant]}, out=job.out)
     model = prior_model(config, data) if job.variant == "prior" else None
-    train(config, data=data, model=model, progress=False)
+    callbacks = [ProbeOutputs(data.x_train, probes)] if job.variant == "windows" else []
+    train(config, data=data, model=model, progress=False, callbacks=callbacks)
     return job, "trained"
+
+
+#: Where a ``windows`` run keeps its branches' outputs on the probe inputs, one file per event.
+PROBE_DIR = "probe_outputs"
+
+
+class ProbeOutputs:
+    """``on_event``: every branch's outputs on the probe inputs (here every training input),
+    centred over the inputs, saved as ``DIR/event_<k>.npy`` ``(T, N * O)`` float32 (task ``t``'s
+    row: its outputs, input-major, output-minor). A comparison of the tasks' *functions*, not of
+    their gradients: one forward pass per event, outside the decision (the study reads it)."""
+
+    def __init__(self, inputs: np.ndarray, directory: Path) -> None:
+        self.inputs, self.directory = np.asarray(inputs, dtype=np.float32), Path(directory)
+
+    def on_event(self, trainer, result) -> None:
+        import torch
+
+        with torch.no_grad():
+            out = trainer.model(torch.as_tensor(self.inputs, device=trainer.device)).float()
+        out = (out - out.mean(dim=0, keepdim=True)).permute(1, 0, 2)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        index = trainer.sharing.n_events - 1
+        np.save(self.directory / f"event_{index:06d}.npy",
+                out.reshape(out.shape[0], -1).cpu().numpy())
 
 
 def prior_model(config, data):
@@ -212,6 +243,10 @@ def read_rows(jobs: list[Job]) -> list[dict]:
             features["all windows summed"] = _flat(sum(windows))
             features.update({name: fn(windows[0])
                              for name, fn in FIRST_WINDOW_TRANSFORMS.items()})
+            for k in (0, len(windows) - 1):
+                features[f"branch outputs on the training inputs, step {EVERY * (k + 1)} "
+                         "(not a gradient)"] = np.load(
+                    Path(job.out) / PROBE_DIR / f"event_{k:06d}.npy").astype(np.float64)
         rows += [{"feature": name, **base, **cut_of(f, truth)} for name, f in features.items()]
     return rows
 

@@ -95,6 +95,7 @@ def test_signal_study_end_to_end_reads_every_window_from_the_stores(study, tmp_p
     features = list(dict.fromkeys(r["feature"] for r in rows))
     assert features[:4] == [f"window {k} (steps {40 * k}-{40 * (k + 1)})" for k in range(4)]
     assert features[-2:] == ["first window, head biases at the label prior", study.LINEAR]
+    assert "branch outputs on the training inputs, step 160 (not a gradient)" in features
     run = tmp_path / "runs" / "windows" / "own_regression_equal" / "structured" / "seed0"
     events = [store.read_event(p) for p in store.list_events(run)]
     assert [int(e.attrs["step"]) for e in events] == [40, 80, 120, 160]
@@ -104,6 +105,15 @@ def test_signal_study_end_to_end_reads_every_window_from_the_stores(study, tmp_p
     row = next(r for r in rows if r["feature"] == "all windows summed"
                and r["version"] == "structured")
     assert float(row["ari"]) == pytest.approx(study.cut_of(total, truth)["ari"])
+    outputs = np.load(run / "probe_outputs" / "event_000000.npy")
+    data = planted("own_regression_equal", seed=0)
+    assert outputs.shape == (20, data.x_train.shape[0])  # one output per training input
+    np.testing.assert_allclose(outputs.mean(axis=1), 0.0, atol=1e-4)  # centred over inputs
+    row = next(r for r in rows if r["feature"].startswith("branch outputs on the training "
+                                                          "inputs, step 40")
+               and r["version"] == "structured")
+    assert float(row["ari"]) == pytest.approx(
+        study.cut_of(outputs.astype(np.float64), truth)["ari"])
     md = (tmp_path / "results" / "signal_study.md").read_text()
     assert "GENERATED" in md and "| window 1 (steps 40-80) |" in md
     again = subprocess.run([*cmd[:-1], str(tmp_path / "again"), "--report-only"],
