@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from selective_sharing.core import BranchedModel, SharingScheduler, store, task_losses
 from selective_sharing.datasets import load_dataset
+from torch import nn
 
 # Events every 10 steps after 40, at most 4 tasks a group, no silhouette floor: the synthetic
 # tasks merge in steps (30 -> 18 -> 15 -> 12 -> 11 estimators on seed 0), so the compiled
