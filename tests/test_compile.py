@@ -31,10 +31,14 @@ CONFIG = {"seed": 0, "warmup_steps": 40, "regroup_every": 10, "grouping.max_grou
 STEPS = 80
 
 
-def _model(n_features: int, tasks) -> BranchedModel:
+def _model(n_features: int, tasks, template: str = "tanh") -> BranchedModel:
+    """The README's model; ``template="layernorm_gelu"``: an estimator that runs on the
+    ``vmap(functional_call)`` path instead of einsum."""
     torch.manual_seed(0)
     trunk = nn.Sequential(nn.Linear(n_features, 64), nn.ReLU())
-    estimator = nn.Sequential(nn.Linear(64, 48), nn.Tanh(), nn.Linear(48, 24), nn.Tanh())
+    estimator = (nn.Sequential(nn.Linear(64, 48), nn.Tanh(), nn.Linear(48, 24), nn.Tanh())
+                 if template == "tanh" else
+                 nn.Sequential(nn.Linear(64, 48), nn.LayerNorm(48), nn.GELU(), nn.Linear(48, 24)))
     return BranchedModel(trunk, estimator, heads=tasks, seed=0)
 
 
@@ -46,8 +50,6 @@ def _loop(backend: str | None, out: Path) -> dict:
     fwd = model if backend is None else torch.compile(model, backend=backend)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     entities = []
-    if out.exists():
-        shutil.rmtree(out)
     with SharingScheduler(model, optimizer, CONFIG, run_dir=out, total_steps=STEPS) as sharing:
         for _ in range(STEPS):
             loss = task_losses(fwd(x), y, mask, model.tasks).sum()
@@ -99,12 +101,7 @@ def test_the_model_compiles_as_one_graph(template: str, fresh_dynamo) -> None:
     ``vmap(functional_call)`` otherwise) trace without a graph break (``fullgraph=True``)."""
     data = load_dataset("synthetic", seed=0)
     x = torch.as_tensor(data.x_train[:64])
-    torch.manual_seed(0)
-    estimator = (nn.Sequential(nn.Linear(64, 48), nn.Tanh(), nn.Linear(48, 24), nn.Tanh())
-                 if template == "tanh" else
-                 nn.Sequential(nn.Linear(64, 48), nn.LayerNorm(48), nn.GELU(), nn.Linear(48, 24)))
-    model = BranchedModel(nn.Sequential(nn.Linear(x.shape[1], 64), nn.ReLU()), estimator,
-                          heads=data.tasks, seed=0)
+    model = _model(x.shape[1], data.tasks, template)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=0, atol=1e-6)
