@@ -13,7 +13,12 @@ import dataclasses
 import numpy as np
 import pytest
 from selective_sharing.core import store
-from selective_sharing.core.grouping import ConfigError, GroupingConfig, grouping_event
+from selective_sharing.core.grouping import (
+    DECISION_RULE_VERSION,
+    ConfigError,
+    GroupingConfig,
+    grouping_event,
+)
 from selective_sharing.core.grouping.null import (
     null_quantiles,
     permutation_null,
@@ -222,7 +227,7 @@ def test_store_round_trip_and_old_files():
         sketch_kind="dense", task_names=tuple(f"t{i}" for i in range(18)), n_params_before=1,
         n_params_after=1, merge_mode="average",
         grouping_config=dataclasses.asdict(GroupingConfig(**PERM)),
-        decision_rule=2,
+        decision_rule=DECISION_RULE_VERSION,
     )  # fmt: skip
     ds = store.encode_event(**decision, **context)
     event = store.decode_event(ds)

@@ -17,6 +17,15 @@ Each K is one weighted Lloyd k-means from a greedy k-means++ seeding (:func:`wei
 replaced ``sklearn.cluster.KMeans(n_init=4)`` (issue 6): same algorithm, a quarter of the
 restarts, none of the per-fit overhead; the labels of a given event differ from the old ones, so
 stores written before that change no longer replay their k-means labels exactly.
+
+Ties (decision rule 3): an entity's factors are orthonormal, so a point is *exactly* as far from
+two centers that are other factors of its own entity (and k-means++ often seeds two factors of
+one entity: they are as far apart as unit vectors get). Computed in floats, such a tie goes to
+whichever center the last bit favours, and the labels, K and the ``kmeans`` strategy's partition
+then depend on roundings: the same window factorized by rule 1 and by rule 2 (factors within
+8e-16) gave K = 4 and K = 2 (tests/test_grouping_fast.py). Under rule 3 a point goes to the
+lowest-numbered center within ``TIE_TOLERANCE`` of its nearest one, which is what exact
+arithmetic's ``argmin`` picks; rules 1 and 2 keep the plain ``argmin`` (``tie_tolerance=0``).
 """
 
 from __future__ import annotations
@@ -57,6 +66,10 @@ def _lex_order(points: np.ndarray) -> np.ndarray:
 
 #: k-means restarts per K (the seeding with the lowest inertia wins).
 KMEANS_N_INIT = 1
+#: Decision rule 3's tie tolerance in the Lloyd assignment: squared distances (of unit points
+#: to centers of norm <= 1, so at most 4) closer than this to a point's smallest count as tied
+#: with it. Roundings are about 1e-15; genuine gaps below 1e-9 change no inertia worth keeping.
+TIE_TOLERANCE = 1e-9
 
 _CONTROLLER: list[ThreadpoolController] = []
 #: Threads inside :func:`single_threaded` (any thread), and the BLAS thread counts the first one
@@ -153,6 +166,7 @@ def weighted_kmeans(
     seed: int,
     max_iter: int = 300,
     sq_dist: np.ndarray | None = None,
+    tie_tolerance: float = TIE_TOLERANCE,
 ) -> tuple[np.ndarray, float]:
     """Weighted Lloyd k-means with k-means++ seeding; the ``n_init`` runs are iterated together.
 
@@ -172,6 +186,10 @@ def weighted_kmeans(
     n_init, seed, max_iter : int
     sq_dist : (n, n) float64, optional
         Squared pairwise distances of ``points`` (computed when not given), for the seeding.
+    tie_tolerance : float
+        A point goes to the lowest-numbered center whose squared distance is within this of
+        its smallest (default ``TIE_TOLERANCE``, decision rule 3); 0: plain ``argmin``, where
+        exact ties go to whichever center the roundings favour (rules 1 and 2).
 
     Returns
     -------
@@ -185,19 +203,31 @@ def weighted_kmeans(
         sq_dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (points @ points.T), 0.0)
     rng = np.random.default_rng([seed, k])
     centers = points[_kmeans_plusplus(sq_dist, weights, k, n_init, rng)]  # (n_init, k, C)
-    labels, d = _lloyd(points, weights, centers, max_iter)
+    labels, d = _lloyd(points, weights, centers, max_iter, tie_tolerance)
     nearest = np.take_along_axis(d, labels[:, None, :], axis=1)[:, 0] + sq
     inertia = np.maximum(nearest, 0.0) @ weights
     best = int(np.argmin(inertia))
     return labels[best].astype(np.int64), float(inertia[best])
 
 
+def _nearest(d: np.ndarray, tie_tolerance: float) -> np.ndarray:
+    """Index of the nearest center per run and point, ``d`` ``(n_init, k, n)``: the lowest index
+    within ``tie_tolerance`` of the smallest distance (plain ``argmin`` when 0)."""
+    if tie_tolerance == 0:
+        return np.argmin(d, axis=1)
+    return np.argmax(d <= d.min(axis=1, keepdims=True) + tie_tolerance, axis=1)
+
+
 def _lloyd(
-    points: np.ndarray, weights: np.ndarray, centers: np.ndarray, max_iter: int
+    points: np.ndarray,
+    weights: np.ndarray,
+    centers: np.ndarray,
+    max_iter: int,
+    tie_tolerance: float = TIE_TOLERANCE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted Lloyd iterations of ``n_init`` runs at once from ``centers`` ``(n_init, k, C)``
-    until no run's labels change. Returns the labels ``(n_init, n)`` and the last distances
-    ``(n_init, k, n)``, each minus the point's own ``|x|^2``."""
+    until no run's labels change (ties: :func:`_nearest`). Returns the labels ``(n_init, n)``
+    and the last distances ``(n_init, k, n)``, each minus the point's own ``|x|^2``."""
     n, n_dim = points.shape
     n_init, k = centers.shape[:2]
     runs, cols = np.arange(n_init)[:, None], np.arange(n)[None, :]
@@ -207,7 +237,7 @@ def _lloyd(
         d = (centers.reshape(-1, n_dim) @ points.T).reshape(n_init, k, n)
         d *= -2.0
         d += np.einsum("rkc,rkc->rk", centers, centers)[:, :, None]
-        labels = np.argmin(d, axis=1)  # (n_init, n)
+        labels = _nearest(d, tie_tolerance)  # (n_init, n)
         if previous is not None and np.array_equal(labels, previous):
             break
         previous = labels
@@ -219,7 +249,9 @@ def _lloyd(
     return labels, d
 
 
-def _best_kmeans(points: np.ndarray, weights: np.ndarray, max_k: int, seed: int) -> np.ndarray:
+def _best_kmeans(
+    points: np.ndarray, weights: np.ndarray, max_k: int, seed: int, tie_tolerance: float
+) -> np.ndarray:
     """Labels ``(n,)`` of the silhouette-best k-means fit (K >= 2), or zeros if none is possible."""
     n_distinct = 1 + int(np.any(points[1:] != points[:-1], axis=1).sum())  # points are sorted
     top = min(max_k, points.shape[0] - 1, n_distinct)
@@ -231,7 +263,8 @@ def _best_kmeans(points: np.ndarray, weights: np.ndarray, max_k: int, seed: int)
         dist = np.sqrt(sq_dist)
         for k in range(2, top + 1):
             labels, _ = weighted_kmeans(
-                points, weights, k, n_init=KMEANS_N_INIT, seed=seed, sq_dist=sq_dist
+                points, weights, k, n_init=KMEANS_N_INIT, seed=seed, sq_dist=sq_dist,
+                tie_tolerance=tie_tolerance,
             )
             labels = canonical(labels)
             if labels.max() < 1:
@@ -243,7 +276,12 @@ def _best_kmeans(points: np.ndarray, weights: np.ndarray, max_k: int, seed: int)
 
 
 def pooled_kmeans(
-    factors: np.ndarray, singular_values: np.ndarray, *, max_k: int, seed: int
+    factors: np.ndarray,
+    singular_values: np.ndarray,
+    *,
+    max_k: int,
+    seed: int,
+    tie_tolerance: float = TIE_TOLERANCE,
 ) -> tuple[int, np.ndarray, np.ndarray]:
     """Cluster all entities' factor vectors together and measure each entity's share per cluster.
 
@@ -257,6 +295,9 @@ def pooled_kmeans(
         Largest K tried (``GroupingConfig.kmeans_max_k``).
     seed : int
         Seeds the k-means++ seedings (``KMEANS_N_INIT`` per K).
+    tie_tolerance : float
+        Ties in the Lloyd assignment (:func:`weighted_kmeans`): ``TIE_TOLERANCE`` under decision
+        rule 3 (default), 0 under rules 1 and 2.
 
     Returns
     -------
@@ -276,7 +317,9 @@ def pooled_kmeans(
     points = np.asarray(factors, dtype=np.float64)[rows, cols]
     order = _lex_order(points) if points.shape[0] else np.zeros(0, dtype=np.int64)
     if points.shape[0] >= 3:
-        sorted_labels = _best_kmeans(points[order], share[rows, cols][order], max_k, seed)
+        sorted_labels = _best_kmeans(
+            points[order], share[rows, cols][order], max_k, seed, tie_tolerance
+        )
     else:
         sorted_labels = np.zeros(points.shape[0], dtype=np.int64)
     point_labels = np.empty_like(sorted_labels)

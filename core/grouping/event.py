@@ -23,7 +23,7 @@ from dataclasses import fields, replace
 
 import numpy as np
 
-from .clustering import pooled_kmeans, single_threaded
+from .clustering import TIE_TOLERANCE, pooled_kmeans, single_threaded
 from .config import GroupingConfig
 from .distances import RULE1_DISTANCES, finalize_distances
 from .factorize import clean_summed, factorize_clean
@@ -37,9 +37,9 @@ from .result import EventResult
 from .silhouette import average_linkage, best_cut
 from .version import DECISION_RULE_VERSION, check_rule
 
-#: Private attribute of an EventResult decided with ``record=False``: ``(kmeans_max_k, seed)``,
-#: what :func:`complete_record` needs besides the result's factors (not a dataclass field, so
-#: the store and ``dataclasses.fields`` do not see it).
+#: Private attribute of an EventResult decided with ``record=False``: ``(kmeans_max_k, seed,
+#: rule)``, what :func:`complete_record` needs besides the result's factors (not a dataclass
+#: field, so the store and ``dataclasses.fields`` do not see it).
 _PENDING = "_pending_kmeans"
 
 
@@ -94,19 +94,26 @@ def _distance(name: str, window: Window, rule: int) -> np.ndarray:
     return finalize_distances(d, window.degenerate, 2.0)
 
 
+def _tie_tolerance(rule: int) -> float:
+    """The k-means tie tolerance of a decision rule (:mod:`.version`: 0 before rule 3)."""
+    return TIE_TOLERANCE if rule >= 3 else 0.0
+
+
 class _PooledKMeans:
     """The event's pooled k-means, computed on the first call and kept."""
 
-    def __init__(self, window: Window) -> None:
+    def __init__(self, window: Window, rule: int) -> None:
         self.window = window
+        self.rule = rule
         self.result: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def __call__(self) -> tuple[int, np.ndarray, np.ndarray]:
         if self.result is None:
             w, config = self.window, self.window.config
             self.result = pooled_kmeans(
-                w.factors, w.singular_values, max_k=config.kmeans_max_k, seed=config.seed
-            )
+                w.factors, w.singular_values, max_k=config.kmeans_max_k, seed=config.seed,
+                tie_tolerance=_tie_tolerance(self.rule),
+            )  # fmt: skip
         return self.result
 
     def membership(self) -> np.ndarray:
@@ -193,7 +200,7 @@ def _decide(
     clean, degenerate, norms = clean_summed(stored)  # the one float64 copy of the window
     sv, factors = factorize_clean(clean, degenerate, norms, config.rank, legacy=rule == 1)
     window = Window(clean, factors, sv, degenerate, sizes, config)
-    kmeans = _PooledKMeans(window)
+    kmeans = _PooledKMeans(window, rule)
     if record:  # in the order the decision always ran it (the result does not depend on it)
         kmeans()
     key = window_key(stored) if null_applies(config, stored.shape[0]) else None
@@ -221,7 +228,7 @@ def _decide(
         null_test=given.null_test,
     )  # fmt: skip
     if k is None:
-        object.__setattr__(result, _PENDING, (config.kmeans_max_k, config.seed))
+        object.__setattr__(result, _PENDING, (config.kmeans_max_k, config.seed, rule))
     return result
 
 
@@ -299,7 +306,9 @@ def grouping_event(
         return _decide(stored, a, streak_before, config, bool(record), rule)
 
 
-def complete_record(result: EventResult, config: GroupingConfig | None = None) -> EventResult:
+def complete_record(
+    result: EventResult, config: GroupingConfig | None = None, *, rule: int | None = None
+) -> EventResult:
     """The record of an event decided with ``record=False``, completed: its pooled k-means
     fields computed exactly as ``grouping_event(..., record=True)`` computes them.
 
@@ -313,7 +322,11 @@ def complete_record(result: EventResult, config: GroupingConfig | None = None) -
         From :func:`grouping_event`; returned as it is when its k-means fields are already set.
     config : GroupingConfig, optional
         The event's config. Only needed for a result that did not come from
-        :func:`grouping_event` in this process (it remembers ``kmeans_max_k`` and ``seed``).
+        :func:`grouping_event` in this process (it remembers ``kmeans_max_k``, ``seed`` and the
+        rule).
+    rule : int, optional
+        The decision rule the event was decided by (:mod:`.version`): remembered for a result
+        of :func:`grouping_event` in this process, else the current rule unless given.
 
     Returns
     -------
@@ -323,10 +336,14 @@ def complete_record(result: EventResult, config: GroupingConfig | None = None) -
     """
     if result.kmeans_k is not None:
         return result
+    pending = getattr(result, _PENDING, None)
+    if rule is None:
+        rule = pending[2] if pending is not None else DECISION_RULE_VERSION
+    rule = check_rule(rule)
     if config is not None:
         max_k, seed = config.kmeans_max_k, config.seed
-    elif hasattr(result, _PENDING):
-        max_k, seed = getattr(result, _PENDING)
+    elif pending is not None:
+        max_k, seed = pending[:2]
     else:
         raise ValueError(
             "complete_record needs the event's GroupingConfig for a result without k-means "
@@ -334,6 +351,7 @@ def complete_record(result: EventResult, config: GroupingConfig | None = None) -
         )
     with single_threaded():
         k, labels, membership = pooled_kmeans(
-            result.factors, result.singular_values, max_k=max_k, seed=seed
-        )
+            result.factors, result.singular_values, max_k=max_k, seed=seed,
+            tie_tolerance=_tie_tolerance(rule),
+        )  # fmt: skip
     return replace(result, kmeans_k=k, kmeans_labels=labels, membership=membership)

@@ -20,9 +20,9 @@ Chebyshev-filtered subspace iteration (block 8, 24 filter degrees, which already
 than 10 ms) still left residuals of 4e-7 on planted windows and 2e-4 on structure-free ones,
 whose top eigenvalues are only ~1% apart, so it would fall back to LAPACK almost everywhere.
 
-Decision rule 2 (:mod:`.version`) forms the Gram matrices from the window as it is and scales
-them afterwards; rule 1 scaled a copy of the window first (``legacy=True``). The two differ by
-roundings only.
+Decision rules 2 and 3 (:mod:`.version`) form the Gram matrices from the window as it is and
+scale them afterwards; rule 1 scaled a copy of the window first (``legacy=True``). The two
+differ by roundings only.
 """
 
 from __future__ import annotations
@@ -172,10 +172,11 @@ def factorize_clean(
     ``(singular_values (E, r), factors (E, r, C))``.
 
     ``legacy=True`` computes as decision rule 1 (:mod:`.version`): a unit-norm copy of the
-    window first. The default (rule 2) forms the Gram matrices of the window itself and divides
-    them by the squared norms, the same numbers to rounding without the copy (about 2.5 ms of a
-    9 MB window at E=139); windows with norms beyond 1e+-100 (never float32 gradients) are
-    scaled first as in rule 1, where the squared entries could overflow or underflow.
+    window first. The default (rules 2 and 3) forms the Gram matrices of the window itself and
+    divides them by the squared norms, the same numbers to rounding without the copy (about
+    2.5 ms of a 9 MB window at E=139); windows with norms beyond 1e+-100 (never float32
+    gradients) are scaled first as in rule 1, where the squared entries could overflow or
+    underflow.
     """
     _check(clean, rank)
     n_ent, _, cols = clean.shape

@@ -13,7 +13,7 @@ Rules
     Gram matrix is formed; the cosine distance divides every flattened window by its norm (a
     second copy) and takes the Gram matrix of those unit vectors.
 2
-    Issue 16 (current). The Gram matrices are formed from the window as it is and divided by
+    Issue 16. The Gram matrices are formed from the window as it is and divided by
     the squared norm afterwards, and the cosine distance is ``<S_a, S_b> / (|S_a| |S_b|)`` from
     one Gram matrix of the window: no copy of the window is made after the float64 one. At
     E=139 (a 9 MB window) on the shared 2-core machine: cosine 16.5 -> 8.9 ms, factorization
@@ -24,6 +24,17 @@ Rules
     separated by 1e-6), and the partitions and k-means labels are the same on the test corpus
     (tests/test_grouping_fast.py), except where a distance is rounding noise everywhere (see
     there): those windows are decided by roundings under either rule.
+3
+    Current. Rule 2 with the pooled k-means' exact ties broken as exact arithmetic breaks them
+    (:mod:`.clustering`): in the Lloyd assignment a point goes to the lowest-numbered center
+    within ``TIE_TOLERANCE`` (1e-9) of its nearest, where rules 1 and 2 took ``argmin`` of the
+    rounded distances. An entity's factors are orthonormal, so a point is exactly as far from
+    two centers that are other factors of its own entity, and k-means++ seeds such pairs
+    often; under rules 1 and 2 the last bit then chose the cluster, and a window captured in
+    CI (12 tasks, ``ss_kmeans`` seed 1, second event) got K = 4 under rule 1 and K = 2 under
+    rule 2, with a different ``kmeans`` partition, from factors 8e-16 apart. Only the
+    ``kmeans_*`` and ``membership`` fields (and the ``kmeans`` strategy's partition, which reads
+    ``membership``) can differ from rule 2, and only where such a tie occurred.
 
 Events written without a rule number were decided by rule 1.
 
@@ -38,9 +49,9 @@ their config and are replayed with the default, ``"none"``.
 from __future__ import annotations
 
 #: The rule :func:`~.event.grouping_event` applies unless told otherwise.
-DECISION_RULE_VERSION = 2
+DECISION_RULE_VERSION = 3
 #: Every rule this code can still apply (replay passes the one an event was decided by).
-DECISION_RULES = (1, 2)
+DECISION_RULES = (1, 2, 3)
 #: The rule of events stored without a rule number (written before rules were numbered).
 UNVERSIONED_RULE = 1
 
