@@ -53,11 +53,17 @@ def test_the_readme_table_of_grouping_events_matches_the_profiles() -> None:
 def test_the_readme_figure6_numbers_are_what_the_shipped_code_computes(tmp_path: Path) -> None:
     """Issue 15: the README once quoted saliency shares that the code did not give. Train the
     seed-0 quick mnist_context runs again, run reproduce/figure6.py, and compare its summary CSV
-    with the README's seed-0 row (3 decimals, as quoted)."""
+    with the README's seed-0 row (3 decimals, as quoted), or with the seed-0 row it quotes for
+    the project's other machine: the shared trunks' shares differ in the third decimal between
+    the two CPUs that CI has run on (0.739 / 0.756 and 0.735 / 0.750), and both are exact
+    outputs of the shipped code."""
     import pandas as pd
 
     row = re.search(r"^  \| 0 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", README, flags=re.M)
     assert row, "the README's Figure 6 table has no seed-0 row"
+    other = re.search(r"the same code on the other\s+machine gave ([\d.]+) / ([\d.]+) / ([\d.]+),",
+                      README)  # fmt: skip
+    assert other, "the README quotes no seed-0 row of the other machine"
     methods = ("stl", "mtl", "ss_similarity")
     reproduce = Path(__file__).resolve().parents[1] / "reproduce"
     # the runs as Table 2 trains them (its quick overrides, e.g. stl's shorter image runs)
@@ -71,4 +77,5 @@ def test_the_readme_figure6_numbers_are_what_the_shipped_code_computes(tmp_path:
                    check=True, capture_output=True)
     summary = pd.read_csv(tmp_path / "f6" / "figure6_summary.csv").set_index("method")
     computed = [f"{summary.loc[m, 'saliency_share']:.3f}" for m in methods]
-    assert computed == list(row.groups())
+    assert computed in (list(row.groups()), list(other.groups())), (computed, row.groups(),
+                                                                    other.groups())  # fmt: skip
