@@ -105,7 +105,11 @@ class TrainConfig:
     datasets (in-memory data is indexed directly). ``merge_warmup``: after an event that merged
     estimators, the learning rate restarts from ``lr / (merge_warmup + 1)`` and rises linearly
     back to ``lr`` over that many steps (0, the default: no warm-up; Adam's moments are mapped
-    with the weights either way).
+    with the weights either way). ``compile``: ``none`` (default) or a ``torch.compile``
+    backend (``inductor``, ``aot_eager``, ...) that the model's trunk is compiled with, in place
+    (``trunk.compile(backend=...)``): the trunk is where image models spend their time, while
+    the estimators and heads stay eager (which estimators a batch runs depends on its labels,
+    and a merge changes their shapes).
     """
 
     steps: int = 300
@@ -119,6 +123,7 @@ class TrainConfig:
     amp: str = "none"
     num_workers: int = 2
     merge_warmup: int = 0
+    compile: str = "none"
 
     CONSTRAINTS: ClassVar[dict[str, Constraint]] = {
         "steps": POSITIVE_INT, "batch_size": Nullable(POSITIVE_INT),
@@ -128,7 +133,9 @@ class TrainConfig:
         "device": Satisfies(lambda v: isinstance(v, str) and bool(DEVICE_PATTERN.match(v)),
                             "one of auto, cpu, cuda, cuda:N, mps"),
         "amp": Options(AMP_MODES), "num_workers": NON_NEGATIVE_INT,
-        "merge_warmup": NON_NEGATIVE_INT}
+        "merge_warmup": NON_NEGATIVE_INT,
+        "compile": Satisfies(lambda v: isinstance(v, str) and bool(v.strip()),
+                             "none, or a torch.compile backend such as inductor or aot_eager")}
 
     def __post_init__(self) -> None:
         check_fields(self, self.CONSTRAINTS)

@@ -1,17 +1,23 @@
-"""Devices and mixed precision for training (``train.device``, ``train.amp``).
+"""Devices, mixed precision and compilation for training (``train.device``, ``train.amp``,
+``train.compile``).
 
 ``resolve_device`` turns ``auto|cpu|cuda|cuda:N|mps`` into a ``torch.device`` and fails, before
 anything is trained or written, when the device is absent, naming it and what torch reports.
 ``Precision`` holds the autocast dtype and, for fp16, the ``torch.amp.GradScaler`` of a run.
+``compile_trunk`` compiles a model's trunk in place with a ``torch.compile`` backend, after
+checking that the backend exists here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch import nn
 
 from .config import AMP_MODES, DEVICE_PATTERN
 
@@ -129,4 +135,72 @@ def set_device_rng_state(device: torch.device, state: Any) -> None:
         torch.cuda.set_rng_state(state, device)
 
 
-__all__ = ["AMP_MODES", "DeviceError", "Precision", "resolve_device"]
+def _cxx_compiler() -> str | None:
+    """The C++ compiler inductor would call on the CPU (``CXX``, else g++ or clang++), if found."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "clang++", "c++"]
+    return next((path for name in names if (path := shutil.which(name))), None)
+
+
+def check_compile(backend: str, device: torch.device) -> None:
+    """Fail, before anything is trained or written, when ``train.compile=backend`` cannot run
+    here: ``backend`` must be ``"none"`` or a backend of
+    ``torch.compiler.list_backends(exclude_tags=())``, and inductor on the CPU needs a C++
+    compiler.
+
+    Raises
+    ------
+    ValueError
+        Naming the backend and the backends available, or the missing C++ compiler.
+    """
+    if backend == "none":
+        return
+    available = torch.compiler.list_backends(exclude_tags=())
+    if backend not in available:
+        raise ValueError(
+            f"train.compile={backend!r} is not a torch.compile backend of torch "
+            f"{torch.__version__}: use none, one of {sorted(torch.compiler.list_backends())} "
+            "(inductor is torch.compile's default), or a debugging backend such as aot_eager "
+            "or eager (torch.compiler.list_backends(exclude_tags=()) lists them all)")
+    if backend == "inductor" and device.type == "cpu" and _cxx_compiler() is None:
+        raise ValueError(
+            "train.compile='inductor' on the CPU needs a C++ compiler (g++ or clang++ on PATH, "
+            "or CXX naming one): install one, or set train.compile=aot_eager (no code "
+            "generation) or none")
+
+
+def compile_trunk(model: nn.Module, backend: str, device: torch.device) -> bool:
+    """Compile ``model.trunk`` in place with ``torch.compile(backend=backend)``
+    (``train.compile``, checked by :func:`check_compile`); ``"none"`` leaves it as it is.
+
+    In place (``nn.Module.compile``): the trunk's parameters, ``state_dict`` keys, hooks and
+    checkpoints are those of the eager module. Only the trunk is compiled: which estimators a
+    step runs depends on the batch's labels, and a merge changes the stacked estimators'
+    shapes, which would recompile a compiled estimator stack at every merging event.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model with a ``trunk`` module (:class:`~.branched.BranchedModel`).
+    backend : str
+        ``"none"``, or a backend of ``torch.compiler.list_backends(exclude_tags=())``.
+    device : torch.device
+        Where the model runs.
+
+    Returns
+    -------
+    bool
+        Whether the trunk was compiled.
+    """
+    check_compile(backend, device)
+    if backend == "none":
+        return False
+    trunk = getattr(model, "trunk", None)
+    if not isinstance(trunk, nn.Module):
+        raise TypeError(f"train.compile={backend!r} compiles model.trunk, but this "
+                        f"{type(model).__name__} has no trunk module: set train.compile=none")
+    trunk.compile(backend=backend)
+    return True
+
+
+__all__ = ["AMP_MODES", "DeviceError", "Precision", "check_compile", "compile_trunk",
+           "resolve_device"]

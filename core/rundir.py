@@ -148,6 +148,7 @@ def open_run(config: RunConfig, data: Any, model: Any, resume: bool, device: tor
         _check_resume_world(run_dir, info)
         store.remove_stale_temp_files(run_dir)
         _check_resume_device(run_dir, device)
+        _check_resume_compile(run_dir, config)
         store.update_manifest(run_dir, status="running", error=None)
     else:
         store.write_manifest(run_dir, new_manifest(config, data, threads, model, device, info))
@@ -183,6 +184,15 @@ def _check_resume_device(run_dir: Path, device: torch.device) -> None:
         warnings.warn(f"{run_dir} started on {recorded} and resumes on {device}: the resumed "
                       "part's numbers can differ in the last digits from an uninterrupted run",
                       stacklevel=3)
+
+
+def _check_resume_compile(run_dir: Path, config: RunConfig) -> None:
+    recorded = store.read_manifest(run_dir).get("config", {}).get("train", {}).get("compile",
+                                                                                  "none")
+    if recorded != config.train.compile:
+        warnings.warn(f"{run_dir} started with train.compile={recorded} and resumes with "
+                      f"train.compile={config.train.compile}: the resumed part's numbers can "
+                      "differ in the last digits from an uninterrupted run", stacklevel=3)
 
 
 def _run_threads(config: RunConfig, run_dir: Path, resume: bool) -> int:

@@ -23,7 +23,13 @@ from .capture import entity_grad_norms
 from .checkpoint import CheckpointError, SnapshotBuffers, save_checkpoint
 from .config import RunConfig
 from .data import StepBatchSampler, train_loader
-from .devices import Precision, device_rng_state, resolve_device, set_device_rng_state
+from .devices import (
+    Precision,
+    compile_trunk,
+    device_rng_state,
+    resolve_device,
+    set_device_rng_state,
+)
 from .distributed import current, rank_device, sum_
 from .grouping import EventResult
 from .losses import entry_losses, task_codes
@@ -86,6 +92,7 @@ class Trainer:
         else:
             _start_user_model(model, data, start, spec)
         self.model = model.to(self.device)
+        compile_trunk(self.model, config.train.compile, self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.train.lr,
                                     weight_decay=config.train.weight_decay)
         self.sharing = SharingScheduler(self.model, self.opt, config, run_dir=run_dir,

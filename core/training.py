@@ -23,7 +23,7 @@ from .baselines import baseline_partition
 from .branched import BranchedModel
 from .checkpoint import load_checkpoint
 from .config import RunConfig
-from .devices import resolve_device
+from .devices import check_compile, resolve_device
 from .distributed import (
     DistInfo,
     agree,
@@ -89,6 +89,7 @@ def train(config: RunConfig, *, data: Any = None, model: BranchedModel | None = 
         raise ValueError("resume=True and overwrite=True contradict each other: resume continues "
                          f"the run in {config.out}, overwrite deletes it; pass one of them")
     device = resolve_device(config.train.device)  # an absent device fails before anything
+    check_compile(config.train.compile, device)  # so does a backend that cannot run here
     joins = launched() and not current().active  # started by torchrun: join its process group
     if joins:
         info, device = init_from_env(device)

@@ -108,10 +108,12 @@ class _SameOnEveryRank:
     def __init__(self):
         self.digests: list[list[str]] = []
         self.groups: list[int] = []
+        self.compiled: list[bool] = []
 
     def on_event(self, trainer, result) -> None:
         self.digests.append(_gathered(_digest(trainer.model, trainer.opt)))
         self.groups.append(int(trainer.model.n_entities))
+        self.compiled.append(trainer.model.trunk._compiled_call_impl is not None)
 
 
 def _worker(rank: int, port: int, out: str, kind: str) -> None:
@@ -120,21 +122,23 @@ def _worker(rank: int, port: int, out: str, kind: str) -> None:
     torch.distributed.init_process_group("gloo")
     torch.set_num_threads(1)
     try:
-        record = {"builtin": _builtin, "user": _user_loop, "sigterm": _sigterm_while_failing
-                  }[kind](out)
+        record = {"builtin": _builtin, "user": _user_loop, "sigterm": _sigterm_while_failing,
+                  "builtin_compiled": lambda o: _builtin(o, "aot_eager")}[kind](out)
         if rank == 0:
             Path(out, "record.json").write_text(json.dumps(record))
     finally:
         torch.distributed.destroy_process_group()
 
 
-def _builtin(out: str) -> dict:
+def _builtin(out: str, compile: str = "none") -> dict:
+    """The built-in trainer in DDP; ``compile``: ``train.compile`` (the trunk compiled inside
+    the DistributedDataParallel wrapper)."""
     check = _SameOnEveryRank()
     config = make_config("synthetic", "ss_similarity", 0, out=str(Path(out) / "run"),
                          overrides={"train.steps": 120, "warmup_steps": 30, "regroup_every": 30,
-                                    "batch_size": 128})
+                                    "batch_size": 128, "train.compile": compile})
     train(config, progress=False, callbacks=[check])
-    return {"digests": check.digests, "groups": check.groups}
+    return {"digests": check.digests, "groups": check.groups, "compiled": check.compiled}
 
 
 def _user_loop(out: str) -> dict:
@@ -205,8 +209,10 @@ def _spawn(tmp_path: Path, kind: str) -> dict:
     return json.loads((tmp_path / "record.json").read_text())
 
 
-def test_ranks_hold_bit_identical_states_after_every_merge(tmp_path):
-    record = _spawn(tmp_path, "builtin")
+@pytest.mark.parametrize("kind", ["builtin", "builtin_compiled"])
+def test_ranks_hold_bit_identical_states_after_every_merge(tmp_path, kind):
+    record = _spawn(tmp_path, kind)
+    assert record["compiled"] == [kind == "builtin_compiled"] * 3
     assert len(record["digests"]) == 3  # events at steps 30, 60, 90
     assert record["groups"][-1] < 30  # it merged
     for per_rank in record["digests"]:
