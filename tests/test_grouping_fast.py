@@ -8,8 +8,8 @@ run with rule 3's tie-breaking (:func:`rule_1_with_rule_3_ties`): under rules 1 
 of the pooled k-means that is exactly as far from two centers (an entity's factors are
 orthonormal) went to whichever the last bit favoured, and a window captured from a real
 training (``ss_kmeans`` seed 1, second event) got K = 4 under rule 1 and K = 2 under rule 2,
-from factors 8e-16 apart; it depended on the torch build, so CI passed with one build and
-failed with another. On a corpus of windows (planted groups at E = 10, 40, 139, structure-free
+from factors 8e-16 apart; the captured window depends on the CPU, so CI passed on one of the
+project's machines and failed on the other. On a corpus of windows (planted groups at E = 10, 40, 139, structure-free
 Gaussian windows, low-rank, rank-deficient, degenerate, duplicated and badly scaled entities,
 near-tied singular values, tall matrices, and windows captured from short real trainings) both
 rules give the same partition (``assignment_after``, ``proposed``, ``parent``, ``streak_after``),
