@@ -12,7 +12,9 @@ Per-task trunk gradients are counted as one backward pass per task (and ``tag`` 
 pass per lookahead) in ``backward_passes`` / ``forward_passes``, so Table 2 shows the grouping
 cost beside Selective Sharing's, which needs none. They are computed with one backward pass
 through the estimators and a batched vector-Jacobian product through the trunk
-(:func:`task_trunk_gradients`), equal to one ``autograd.grad`` per task.
+(:func:`task_trunk_gradients`), equal to one ``autograd.grad`` per task. ``tag``'s lookaheads
+run the shifted trunks one by one and the estimators once per block of lookaheads
+(:func:`lookahead_chunk`), equal to one forward pass per lookahead up to rounding.
 
 Which method is which baseline is read from its :class:`~.methods.MethodSpec` (``partition``);
 :func:`baseline_partition` is the phase :func:`~.training.train` runs before the grouped model.
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 
 from . import store
+from .branched import DENSE_MIN_FILL
 from .config import ConfigError, RunConfig
 from .distributed import broadcast, sum_
 from .grouping.affinity import groups_from_affinity, random_partition
@@ -95,6 +98,10 @@ class AffinityRecorder:
         self.total = np.zeros((n_tasks, n_tasks))
         self.count = np.zeros((n_tasks, n_tasks))
         self.recorded_steps = 0
+        #: ``tag``: run blocks of lookaheads through the estimators at once
+        #: (:func:`lookahead_chunk`); False: one forward pass per lookahead (the same numbers up
+        #: to rounding; tested).
+        self.batched = True
 
     def affinity(self) -> np.ndarray:
         """Mean affinity per pair; pairs never measured together get the overall mean."""
@@ -135,23 +142,82 @@ class AffinityRecorder:
 
     @torch.no_grad()
     def _lookahead(self, trainer, shared, flat, base, x, y, b_idx, t_idx, idx, counts) -> None:
+        model = trainer.model
         lr = trainer.opt.param_groups[0]["lr"]
         saved = [p.detach().clone() for p in shared]
         sizes = [p.numel() for p in shared]
+        args = (trainer.codes, trainer.n_classes, trainer.cfg.train.rank_mse_weight)
         after = base.new_empty((len(idx), trainer.n_tasks))
-        for k, g in enumerate(flat):
+
+        def shifted(g: torch.Tensor, run: Any) -> torch.Tensor:
+            """``run()`` with the trunk moved by ``-lr g`` (put back afterwards)."""
             for p, gi in zip(shared, g.split(sizes)):
                 p.sub_(lr * gi.view_as(p))
-            pred = trainer.model.forward_entries(x, b_idx, t_idx)
-            after[k] = entry_losses(pred, y, t_idx, trainer.codes, trainer.n_classes,
-                                    trainer.cfg.train.rank_mse_weight, counts=counts)
-            for p, s in zip(shared, saved):
-                p.copy_(s)
+            try:
+                return run()
+            finally:
+                for p, s in zip(shared, saved):
+                    p.copy_(s)
+
+        chunk = lookahead_chunk(model, x, b_idx, t_idx) if self.batched else 0
+        if not chunk:  # one forward pass through trunk and estimators per lookahead
+            for k, g in enumerate(flat):
+                pred = shifted(g, lambda: model.forward_entries(x, b_idx, t_idx))
+                after[k] = entry_losses(pred, y, t_idx, *args, counts=counts)
+        n = len(b_idx)
+        for lo in range(0, len(flat), chunk) if chunk else ():
+            # the shifted trunks' outputs, stacked along the batch: the estimators (which read
+            # no other row) then run once for the whole block of lookaheads
+            reps = [shifted(g, lambda: model.representation(x)) for g in flat[lo:lo + chunk]]
+            batch = reps[0].shape[0]
+            offset = torch.arange(len(reps), device=b_idx.device).repeat_interleave(n) * batch
+            pred = model.forward_entries(x, b_idx.repeat(len(reps)) + offset,
+                                         t_idx.repeat(len(reps)), representation=torch.cat(reps))
+            for j, part in enumerate(pred.split(n)):
+                after[lo + j] = entry_losses(part, y, t_idx, *args, counts=counts)
         sum_(after, trainer.dist)  # the global batch's losses after each lookahead
         z = 1.0 - after[:, idx] / base[idx].clamp_min(1e-12)
         self.total[np.ix_(idx, idx)] += z.cpu().numpy()
         self.count[np.ix_(idx, idx)] += 1
         trainer.counters["forward_passes"] += len(idx)
+
+
+#: Most elements of the estimators' widest activation in one block of ``tag`` lookaheads (the
+#: (sample, estimator) pairs computed, times the template's widest layer, times the lookaheads):
+#: 2**21 floats, 8 MB (School: 11 lookaheads per block, Computer 45). Chosen on one School and
+#: one Computer recording step (one thread, 2026-12-05): blocks of 8-32 lookaheads took School's
+#: lookaheads from 0.77 s to 0.38-0.42 s (blocks of 11: 0.46 s) and Computer's from 0.83 s to
+#: 0.34-0.41 s, while blocks of 45 on School (8.3M elements) were slower again (0.65 s).
+LOOKAHEAD_ELEMENTS = 2 ** 21
+
+
+def lookahead_chunk(model: Any, x: torch.Tensor, b_idx: torch.Tensor, t_idx: torch.Tensor
+                    ) -> int:
+    """How many ``tag`` lookaheads one estimator pass takes (their shifted trunks' outputs
+    stacked along the batch; :data:`LOOKAHEAD_ELEMENTS` over :func:`lookahead_elements`), or 0
+    where lookaheads must run one at a time."""
+    per = lookahead_elements(model, x, b_idx, t_idx)
+    return 0 if per is None else max(1, LOOKAHEAD_ELEMENTS // per)
+
+
+def lookahead_elements(model: Any, x: torch.Tensor, b_idx: torch.Tensor, t_idx: torch.Tensor
+                       ) -> int | None:
+    """The elements of the estimators' widest activation in one lookahead: as many (sample,
+    estimator) pairs as the forward pass computes (every pair when most are labelled, the
+    dense path, else the labelled ones; :meth:`~.branched.BranchedModel.forward_entries`),
+    times the template's widest layer. None where lookaheads must run one at a time: per-task
+    trunks (``stl``), and estimator templates with BatchNorm, whose batch statistics would mix
+    the lookaheads (the rows of one must not see another's)."""
+    if getattr(model.trunk, "copies", 1) > 1:
+        return None
+    template = model.estimators._template[0]
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in template.modules()):
+        return None
+    widths = [p.shape[1] for p in model.estimators.params().values() if p.dim() >= 2]
+    pairs = torch.unique(model.assignment[t_idx] * x.shape[0] + b_idx).numel()
+    if pairs >= DENSE_MIN_FILL * x.shape[0] * model.n_entities:
+        pairs = x.shape[0] * model.n_entities
+    return max(1, pairs * max(widths, default=1))
 
 
 @contextmanager

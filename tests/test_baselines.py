@@ -102,6 +102,38 @@ def _loop_reference(trainer, shared, x, y, b_idx, t_idx, present):
     return losses.detach(), torch.stack(rows)
 
 
+def _recording_case(case: str, method: str = "mtl", model=None):
+    """A trainer three steps into joint training (one estimator per task) on ``case``'s data
+    (``computer``, ``shapes``, ``binary``, ``multiclass``; any other name: ``synthetic``) and
+    the labelled entries of its next batch: ``(trainer, x, y, b_idx, t_idx)``. ``model``: a
+    function of the data that builds the model (default: the built-in one)."""
+    from selective_sharing.core.training import Trainer
+    from selective_sharing.datasets import load_dataset
+    from selective_sharing.datasets.planted import planted
+
+    overrides = {"train.device": "cpu"}
+    if case == "computer":
+        data = load_dataset("computer", n_train_items=8)
+    elif case == "shapes":
+        data = load_dataset("shapes_context", seed=0, n_train=64, n_test=16)
+        overrides["train.batch_size"] = 16
+    elif case in ("binary", "multiclass"):
+        name = {"binary": "issue_binary_uneven", "multiclass": "shared_multiclass_equal"}[case]
+        data = planted(name, 0)
+    else:
+        data = load_dataset("synthetic", seed=0)
+    trainer = Trainer(make_config(data.name, method, 0, overrides=overrides), data,
+                      assignment=np.arange(data.n_tasks),
+                      model=None if model is None else model(data))
+    trainer.sharing.close()
+    for _ in range(3):  # away from the identical start
+        trainer._step()
+    trainer.step = 0
+    x, y, m = trainer._next_batch()
+    b_idx, t_idx = m.nonzero(as_tuple=True)
+    return trainer, x, y[b_idx, t_idx], b_idx, t_idx
+
+
 @pytest.mark.parametrize("case", ["synthetic", "computer", "binary", "multiclass", "shapes",
                                   "stl", "chunked"])
 def test_batched_task_gradients_equal_one_backward_per_task(case, monkeypatch) -> None:
@@ -111,29 +143,9 @@ def test_batched_task_gradients_equal_one_backward_per_task(case, monkeypatch) -
     import torch
 
     from selective_sharing.core import baselines
-    from selective_sharing.core.training import Trainer
-    from selective_sharing.datasets import load_dataset
-    from selective_sharing.datasets.planted import planted
 
-    method, overrides = "mtl", {"train.device": "cpu"}
-    if case in ("synthetic", "stl", "chunked"):
-        data = load_dataset("synthetic", seed=0)
-        method = "stl" if case == "stl" else "mtl"
-    elif case == "computer":
-        data = load_dataset("computer", n_train_items=8)
-    elif case == "shapes":
-        data = load_dataset("shapes_context", seed=0, n_train=64, n_test=16)
-        overrides["train.batch_size"] = 16
-    else:
-        name = {"binary": "issue_binary_uneven", "multiclass": "shared_multiclass_equal"}[case]
-        data = planted(name, 0)
-    config = make_config(data.name, method, 0, overrides=overrides)
-    trainer = Trainer(config, data, assignment=np.arange(data.n_tasks))
-    for _ in range(3):  # away from the identical start
-        trainer._step()
-    x, y, m = trainer._next_batch()
-    b_idx, t_idx = m.nonzero(as_tuple=True)
-    y = y[b_idx, t_idx]
+    trainer, x, y, b_idx, t_idx = _recording_case(case, method="stl" if case == "stl" else "mtl")
+    data = trainer.data
     present = torch.bincount(t_idx, minlength=data.n_tasks).nonzero()[:, 0]
     shared = list(trainer.model.trunk.parameters())
     if case == "chunked":  # three tasks' cotangents per chunk, by their size
@@ -143,7 +155,6 @@ def test_batched_task_gradients_equal_one_backward_per_task(case, monkeypatch) -
         monkeypatch.setattr(baselines, "COTANGENT_TASKS", 7)
     losses, flat = baselines.task_trunk_gradients(trainer, shared, x, y, b_idx, t_idx, present)
     ref_losses, ref = _loop_reference(trainer, shared, x, y, b_idx, t_idx, present)
-    trainer.sharing.close()
     assert flat.shape == ref.shape == (len(present), sum(p.numel() for p in shared))
     assert ref.norm(dim=1).min() > 0
     torch.testing.assert_close(losses, ref_losses, rtol=1e-6, atol=1e-7)
@@ -217,3 +228,52 @@ def test_recording_leaves_batchnorm_statistics_as_they_were(method) -> None:
     assert not torch.equal(before["trunk.1.running_mean"], torch.zeros(32))
     for name, value in before.items():
         assert torch.equal(after[name], value), name
+
+
+@pytest.mark.parametrize("case", ["synthetic", "computer", "binary", "multiclass", "shapes",
+                                  "blocks", "batchnorm"])
+def test_lookaheads_in_blocks_equal_one_forward_per_lookahead(case, monkeypatch) -> None:
+    """``tag``'s lookaheads, their shifted trunks' outputs stacked through one estimator pass,
+    give the affinities of one forward pass per lookahead (to rounding): sparse and dense
+    paths, regression, rank with its pairwise term, binary, multiclass, a convolutional trunk,
+    blocks smaller than the task count; an estimator with BatchNorm (whose batch statistics
+    would mix the lookaheads) keeps one pass per lookahead, bit for bit."""
+    import torch
+    from torch import nn
+
+    from selective_sharing.core import BranchedModel, baselines
+
+    def with_batchnorm(data):
+        torch.manual_seed(0)
+        return BranchedModel(nn.Sequential(nn.Linear(data.x_train.shape[1], 32), nn.ReLU()),
+                             nn.Sequential(nn.Linear(32, 16), nn.BatchNorm1d(16), nn.ReLU()),
+                             heads=data.tasks)
+
+    trainer, x, y, b_idx, t_idx = _recording_case(
+        case, model=with_batchnorm if case == "batchnorm" else None)
+    data = trainer.data
+    chunk = baselines.lookahead_chunk(trainer.model, x, b_idx, t_idx)
+    if case == "blocks":  # blocks of 4 lookaheads: 30 tasks end in a block of 2
+        monkeypatch.setattr(baselines, "LOOKAHEAD_ELEMENTS",
+                            4 * baselines.lookahead_elements(trainer.model, x, b_idx, t_idx))
+        chunk = baselines.lookahead_chunk(trainer.model, x, b_idx, t_idx)
+        assert chunk == 4
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    recorded = []
+    for batched in (True, False):
+        recorder = baselines.AffinityRecorder("tag", 1, data.n_tasks)
+        recorder.batched = batched
+        recorder(trainer, x, y, b_idx, t_idx)
+        recorded.append(recorder)
+    blocks, loop = recorded
+    for name, value in trainer.model.state_dict().items():  # every trunk shift was put back
+        assert torch.equal(value, before[name]), name
+    assert (chunk == 0) == (case == "batchnorm")
+    assert np.array_equal(blocks.count, loop.count) and loop.count.sum() > 0
+    # Z = 1 - L_after / L_before: a loss ratio near 1 rounded in float32 (ulp 1.2e-7), so the
+    # two computations may differ by a few 1e-7 whatever Z's size; Z must stand above that
+    assert np.abs(loop.total).max() > 1e-5
+    if chunk == 0:
+        assert np.array_equal(blocks.total, loop.total)
+    else:
+        np.testing.assert_allclose(blocks.total, loop.total, rtol=0, atol=1e-6)
