@@ -342,3 +342,27 @@ def test_quick_overrides_are_scoped_and_follow_the_set_values() -> None:
     tag = overrides("quick", "school", "tag", {"sharing.warmup_steps": "12"})
     assert tag == {"baseline.affinity_steps": 12, "baseline.affinity_every": 4}
     assert overrides("full", "school", "tag") == {}
+
+
+def test_scheduling_hints_follow_each_profiles_measured_cost(tmp_path: Path) -> None:
+    """The longest-first hints: the full affinity baselines record over the whole run (TAG's
+    protocol), so on the vector datasets their full hint is the measured 5-6.5x of their quick
+    one, more than the 3x of the steps that every other method's full run takes."""
+    t2 = _table2()
+    hint = t2.hinted_seconds
+    for dataset in ("school", "computer", "computer_8"):
+        for method in t2.AFFINITY_METHODS:
+            assert hint(dataset, method, "full") >= 5 * hint(dataset, method, "quick")
+        assert hint(dataset, "tag", "full") > max(
+            hint(dataset, m, "full") for m in t2.METHODS if m not in t2.AFFINITY_METHODS)
+    for dataset in t2.QUICK_SECONDS:
+        for method in t2.METHODS:
+            assert hint(dataset, method, "full") > 0 and hint(dataset, method, "quick") > 0
+    # image datasets have no full measurement: the quick seconds times the steps ratio, and stl's
+    # quick image runs are a third of its full steps
+    assert hint("mnist_context", "mtl", "full") == 3 * hint("mnist_context", "mtl", "quick")
+    assert hint("mnist_context", "stl", "full") == 9 * hint("mnist_context", "stl", "quick")
+    assert hint("not_a_dataset", "mtl", "full") == 0.0
+    job = Job(dataset="school", method="tag", seed=0, profile="full",
+              run_dir=str(tmp_path / "school" / "tag" / "seed0"))
+    assert t2.job_cost(job) == t2.RUN_OVERHEAD_S + 55.0
