@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from . import store
-from .branched import DENSE_MIN_FILL
 from .config import ConfigError, RunConfig
 from .distributed import broadcast, sum_
 from .grouping.affinity import groups_from_affinity, random_partition
@@ -164,17 +163,17 @@ class AffinityRecorder:
             for k, g in enumerate(flat):
                 pred = shifted(g, lambda: model.forward_entries(x, b_idx, t_idx))
                 after[k] = entry_losses(pred, y, t_idx, *args, counts=counts)
-        n = len(b_idx)
-        for lo in range(0, len(flat), chunk) if chunk else ():
-            # the shifted trunks' outputs, stacked along the batch: the estimators (which read
-            # no other row) then run once for the whole block of lookaheads
-            reps = [shifted(g, lambda: model.representation(x)) for g in flat[lo:lo + chunk]]
-            batch = reps[0].shape[0]
-            offset = torch.arange(len(reps), device=b_idx.device).repeat_interleave(n) * batch
-            pred = model.forward_entries(x, b_idx.repeat(len(reps)) + offset,
-                                         t_idx.repeat(len(reps)), representation=torch.cat(reps))
-            for j, part in enumerate(pred.split(n)):
-                after[lo + j] = entry_losses(part, y, t_idx, *args, counts=counts)
+        else:  # the shifted trunks' outputs, stacked along the batch: the estimators (which
+            n = len(b_idx)  # read no other row) run once for each block of lookaheads
+            for lo in range(0, len(flat), chunk):
+                reps = [shifted(g, lambda: model.representation(x)) for g in flat[lo:lo + chunk]]
+                batch = reps[0].shape[0]
+                offset = torch.arange(len(reps), device=b_idx.device).repeat_interleave(n) * batch
+                pred = model.forward_entries(x, b_idx.repeat(len(reps)) + offset,
+                                             t_idx.repeat(len(reps)),
+                                             representation=torch.cat(reps))
+                for j, part in enumerate(pred.split(n)):
+                    after[lo + j] = entry_losses(part, y, t_idx, *args, counts=counts)
         sum_(after, trainer.dist)  # the global batch's losses after each lookahead
         z = 1.0 - after[:, idx] / base[idx].clamp_min(1e-12)
         self.total[np.ix_(idx, idx)] += z.cpu().numpy()
@@ -214,10 +213,7 @@ def lookahead_elements(model: Any, x: torch.Tensor, b_idx: torch.Tensor, t_idx: 
     if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in template.modules()):
         return None
     widths = [p.shape[1] for p in model.estimators.params().values() if p.dim() >= 2]
-    pairs = torch.unique(model.assignment[t_idx] * x.shape[0] + b_idx).numel()
-    if pairs >= DENSE_MIN_FILL * x.shape[0] * model.n_entities:
-        pairs = x.shape[0] * model.n_entities
-    return max(1, pairs * max(widths, default=1))
+    return max(1, model.computed_pairs(b_idx, t_idx, x.shape[0]) * max(widths, default=1))
 
 
 @contextmanager

@@ -177,19 +177,29 @@ class BranchedModel(nn.Module):
                 f"representation given, but the trunk holds {self.trunk.copies} per-task "
                 "copies whose outputs each estimator reads itself: call without it")
         e_idx = self.assignment[t_idx]
-        n_e = self.n_entities
         batch = x.shape[0] if representation is None else representation.shape[0]
         keys, inverse = torch.unique(e_idx * batch + b_idx, return_inverse=True)
-        # no labelled entry (a batch or a data-parallel rank's share without labels): the
-        # dense path gives (0, O) predictions that still reach every parameter, so the step's
-        # backward (and DDP's all-reduce) runs with zero gradients
-        if keys.numel() == 0 or keys.numel() >= DENSE_MIN_FILL * batch * n_e:
+        if self._dense(keys.numel(), batch):
             z = (self.entity_outputs(x) if representation is None
                  else self.estimators(representation))[b_idx, e_idx]
         else:
             z = self._sparse(x, keys, batch, representation)[inverse]
         w, b = self.head_weight[t_idx], self.head_bias[t_idx]
         return torch.einsum("nh,noh->no", z, w) + b
+
+    def computed_pairs(self, b_idx: torch.Tensor, t_idx: torch.Tensor, batch: int) -> int:
+        """How many (sample, estimator) pairs :meth:`forward_entries` computes for these
+        entries of a batch of ``batch`` samples: every pair on the dense path, else the
+        labelled ones."""
+        keys = torch.unique(self.assignment[t_idx] * batch + b_idx).numel()
+        return batch * self.n_entities if self._dense(keys, batch) else keys
+
+    def _dense(self, n_keys: int, batch: int) -> bool:
+        """Whether ``n_keys`` (sample, estimator) pairs of a batch take the dense path: most
+        pairs are needed, or none. With no labelled entry (a batch or a data-parallel rank's
+        share without labels) the dense path gives (0, O) predictions that still reach every
+        parameter, so the step's backward (and DDP's all-reduce) runs with zero gradients."""
+        return n_keys == 0 or n_keys >= DENSE_MIN_FILL * batch * self.n_entities
 
     def _sparse(self, x: torch.Tensor, keys: torch.Tensor, batch: int,
                 representation: torch.Tensor | None = None) -> torch.Tensor:

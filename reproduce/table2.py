@@ -137,7 +137,7 @@ def hinted_seconds(dataset: str, method: str, profile: str) -> float:
     quick = pick(QUICK_SECONDS) or 0.0
     quick_steps = profile_defaults(dataset, "quick")["train"]["steps"]
     full_steps = profile_defaults(dataset, profile)["train"]["steps"]
-    own_steps = dict(method_overrides("quick", dataset, method)).get("train.steps", quick_steps)
+    own_steps = method_overrides("quick", dataset, method).get("train.steps", quick_steps)
     return quick * full_steps / float(own_steps)
 
 
